@@ -1,0 +1,3 @@
+from edge.cli import edge_entry
+
+edge_entry()

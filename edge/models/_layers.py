@@ -1,0 +1,54 @@
+"""Blocks shared by several families, and the inference-only simplification (BN folding)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def make_divisible(v: float, divisor: int = 8, min_value: int | None = None, round_limit: float = 0.9) -> int:
+    """Round channels to a multiple of ``divisor`` without dropping more than 10% (MobileNet rule)."""
+    min_value = min_value or divisor
+    new_v = max(min_value, int(v + divisor / 2) // divisor * divisor)
+    if new_v < round_limit * v:
+        new_v += divisor
+    return new_v
+
+
+@torch.no_grad()
+def fold_bn_into(layer: nn.Conv2d | nn.Linear, bn: nn.BatchNorm1d | nn.BatchNorm2d) -> None:
+    """Fold an eval-mode BatchNorm that follows ``layer`` into the layer's weight and bias."""
+    scale = bn.weight / torch.sqrt(bn.running_var + bn.eps) if bn.affine else 1.0 / torch.sqrt(bn.running_var + bn.eps)
+    shift = (bn.bias if bn.affine else 0.0) - bn.running_mean * scale
+    w = layer.weight
+    layer.weight.copy_(w * scale.reshape(-1, *([1] * (w.dim() - 1))))
+    bias = layer.bias if layer.bias is not None else torch.zeros_like(bn.running_mean)
+    new_bias = bias * scale + shift
+    if layer.bias is None:
+        layer.bias = nn.Parameter(new_bias)
+    else:
+        layer.bias.copy_(new_bias)
+
+
+def _fold_sequential(seq: nn.Sequential) -> None:
+    mods = list(seq._modules.items())
+    for (_, a), (name_b, b) in zip(mods, mods[1:]):
+        if isinstance(b, (nn.BatchNorm2d, nn.BatchNorm1d)) and isinstance(a, (nn.Conv2d, nn.Linear)):
+            if isinstance(a, nn.Linear) and isinstance(b, nn.BatchNorm1d) or isinstance(a, nn.Conv2d):
+                fold_bn_into(a, b)
+                seq._modules[name_b] = nn.Identity()
+
+
+def reparameterize_model(model: nn.Module) -> nn.Module:
+    """Inference-only form: every module's own ``reparameterize()`` (bottom-up), then
+    Conv/Linear → BatchNorm pairs inside Sequentials folded. Returns the same module, in eval mode."""
+    model.eval()
+    for m in reversed(list(model.modules())):
+        if m is not model and hasattr(m, "reparameterize"):
+            m.reparameterize()
+    for m in list(model.modules()):
+        if isinstance(m, nn.Sequential):
+            _fold_sequential(m)
+    if hasattr(model, "reparameterize"):
+        model.reparameterize()
+    return model
