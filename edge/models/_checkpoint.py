@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import re
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -21,20 +22,24 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise EdgeError(f"checkpoint {str(path)!r} does not exist", "pass the path of a .safetensors, .pth or .pt file")
     if path.suffix == ".safetensors":
-        from safetensors import SafetensorsError
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
 
         try:
             obj: object = load_file(str(path))
-        except (SafetensorsError, OSError, ValueError) as e:
+        except (SafetensorError, OSError, ValueError) as e:
             raise EdgeError(f"checkpoint {str(path)!r} is not a readable safetensors file: {e}") from None
     else:
         try:
             obj = torch.load(str(path), map_location="cpu", weights_only=True)
         except pickle.UnpicklingError as e:
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            text = str(e)
+            globals_ = re.findall(r"GLOBAL ([\w.]+)", text)
+            if not globals_:
+                raise EdgeError(f"checkpoint {str(path)!r} is not a valid PyTorch file (unpickling failed)") from None
             raise EdgeError(
-                f"checkpoint {str(path)!r} needs arbitrary unpickling, which edge refuses (its code was not run): {first}",
+                f"checkpoint {str(path)!r} needs arbitrary unpickling ({', '.join(sorted(set(globals_)))}), "
+                "which edge refuses; its code was not run",
                 "re-save it as a plain state dict (torch.save(model.state_dict(), ...)) or as .safetensors",
             ) from None
         except (RuntimeError, zipfile.BadZipFile, EOFError, OSError) as e:
