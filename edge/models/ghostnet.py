@@ -211,38 +211,37 @@ _V1_FIG = "GhostNet (arXiv 1911.11907) latency-vs-accuracy figure, read off +-1 
 _V1_TABLE = "GhostNet (arXiv 1911.11907) ImageNet comparison table"
 
 _VARIANTS = (
-    # name, aliases, width, version, params M, MACs M, top-1, latency ms
-    ("ghostnet-0.5x", (), 0.5, "v1", 2.6, 42.0, 66.2, None),
-    ("ghostnet-1.0x", ("ghostnet",), 1.0, "v1", 5.2, 141.0, 73.9, 31.0),
-    ("ghostnet-1.3x", (), 1.3, "v1", 7.3, 226.0, 75.7, 47.0),
-    ("ghostnetv2-1.0x", ("ghostnetv2",), 1.0, "v2", 6.16, 167.0, 75.3, 37.5),
+    # name, aliases, width, version, params M, MACs M, top-1, latency ms (None: not in the figure), timm name
+    ("ghostnet-0.5x", (), 0.5, "v1", 2.6, 42.0, 66.2, None, "ghostnet_050"),
+    ("ghostnet-1.0x", ("ghostnet",), 1.0, "v1", 5.2, 141.0, 73.9, 31.0, "ghostnet_100"),
+    ("ghostnet-1.3x", (), 1.3, "v1", 7.3, 226.0, 75.7, 47.0, "ghostnet_130"),
+    ("ghostnetv2-1.0x", ("ghostnetv2",), 1.0, "v2", 6.16, 167.0, 75.3, 37.5, "ghostnetv2_100"),
 )
-_TIMM_NAME = {"ghostnet-0.5x": "ghostnet_050", "ghostnet-1.0x": "ghostnet_100", "ghostnet-1.3x": "ghostnet_130",
-              "ghostnetv2-1.0x": "ghostnetv2_100"}
 
-for _name, _aliases, _width, _version, _params, _macs, _top1, _ms in _VARIANTS:
-    if _version == "v1":
-        _claims = () if _ms is None else (
-            LatencyClaim(ms=_ms, device=_PHONE, runtime="TFLite", threads=1, source=_V1_FIG, note="batch 1"),)
-        _paper = PaperNumbers(arxiv="1911.11907", params_m=_params, macs_m=_macs, top1=_top1, latency=_claims,
-                              source=_V1_TABLE)
-        _official = "huawei-noah:ghostnet_pytorch"
-    else:
-        _claims = (LatencyClaim(
-            ms=_ms, device=_PHONE, runtime="TFLite", threads=1,
-            source="GhostNetV2 (arXiv 2211.12905) latency-vs-accuracy figure, read off +-1 ms",
-            note="'the same kind of phone' as GhostNet's figure; runtime and threads assumed to be GhostNet's"),)
-        _paper = PaperNumbers(arxiv="2211.12905", params_m=_params, macs_m=_macs, top1=_top1, latency=_claims,
-                              source="GhostNetV2 (arXiv 2211.12905) ImageNet comparison table",
-                              unconfirmed=("latency.runtime", "latency.threads"))
-        _official = "huawei-noah:ghostnetv2_pytorch"
+
+def _paper(version: str, params: float, macs: float, top1: float, ms: float | None) -> PaperNumbers:
+    if version == "v1":
+        claims = () if ms is None else (
+            LatencyClaim(ms=ms, device=_PHONE, runtime="TFLite", threads=1, source=_V1_FIG, note="batch 1"),)
+        return PaperNumbers(arxiv="1911.11907", params_m=params, macs_m=macs, top1=top1, latency=claims,
+                            source=_V1_TABLE)
+    claim = LatencyClaim(
+        ms=ms or 0.0, device=_PHONE, runtime="TFLite", threads=1,
+        source="GhostNetV2 (arXiv 2211.12905) latency-vs-accuracy figure, read off +-1 ms",
+        note="'the same kind of phone' as GhostNet's figure; runtime and threads assumed to be GhostNet's")
+    return PaperNumbers(arxiv="2211.12905", params_m=params, macs_m=macs, top1=top1, latency=(claim,),
+                        source="GhostNetV2 (arXiv 2211.12905) ImageNet comparison table",
+                        unconfirmed=("latency.runtime", "latency.threads"))
+
+
+for _name, _aliases, _width, _version, _params, _macs, _top1, _ms, _timm in _VARIANTS:
     register(ModelInfo(
         name=_name,
         family="ghostnet",
         aliases=_aliases,
         builder=ghostnet,
         builder_kwargs={"width": _width, "version": _version},
-        paper=_paper,
+        paper=_paper(_version, _params, _macs, _top1, _ms),
         preprocess=_PREPROCESS,
         checkpoint_filter=checkpoint_filter,
         params_convention=_PARAMS_CONVENTION,
@@ -250,6 +249,7 @@ for _name, _aliases, _width, _version, _params, _macs, _top1, _ms in _VARIANTS:
         # DFC attention halves the resolution once more, so V2's last stage needs a 2x2 map (64 px input).
         img_size_rule=(32, 32) if _version == "v1" else (64, 32),
         options=_OPTIONS,
-        default_checkpoint_layouts=(f"timm:{_TIMM_NAME[_name]}", _official),
+        default_checkpoint_layouts=(f"timm:{_timm}", "huawei-noah:" + ("ghostnet_pytorch" if _version == "v1"
+                                                                      else "ghostnetv2_pytorch")),
         tags=("cnn",),
     ))

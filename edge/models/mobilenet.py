@@ -31,7 +31,7 @@ ActLayer = Callable[[], nn.Module]
 
 
 class BatchNormAct2d(nn.BatchNorm2d):
-    """BatchNorm followed by an activation, one module so the keys match timm (``bn1.weight``, not ``bn1.bn.weight``)."""
+    """BatchNorm then an activation in one module, so keys match timm (``bn1.weight``, not ``bn1.bn.weight``)."""
 
     def __init__(self, num_features: int, act_layer: ActLayer | None = None) -> None:
         super().__init__(num_features)
@@ -159,7 +159,8 @@ def _act(name: str) -> ActLayer:
     }[name]
 
 
-def _build_body(stages: Sequence[Sequence[BlockSpec]], in_chs: int, act: str, se_divisor: int) -> tuple[nn.Sequential, int]:
+def _build_body(stages: Sequence[Sequence[BlockSpec]], in_chs: int, act: str,
+                se_divisor: int) -> tuple[nn.Sequential, int]:
     """Stages of blocks as nested Sequentials (timm's ``blocks.<stage>.<block>`` key layout)."""
     out: list[nn.Sequential] = []
     for stage in stages:
@@ -225,7 +226,7 @@ class MobileNetV2(nn.Module):
 
 
 class MobileNetV3(nn.Module):
-    """MobileNetV3: stem -> body -> global pool -> 1x1 conv (bias, no BN) -> hard-swish -> linear (the efficient head)."""
+    """MobileNetV3: stem -> body -> global pool -> 1x1 conv (bias, no BN) -> hard-swish -> linear ("efficient head")."""
 
     def __init__(self, stages: Sequence[Sequence[BlockSpec]], stem_chs: int = 16, head_chs: int = 1280,
                  num_classes: int = 1000, drop_rate: float = 0.2, act: str = "hardswish") -> None:

@@ -1,0 +1,336 @@
+"""ONNX quantization with ONNX Runtime's own tools, starting from the checked fp32 ``model.onnx``.
+
+- int8: ``quant_pre_process`` (shape inference + graph cleanup), then ``quantize_static`` in QDQ format, int8
+  per-channel symmetric weights, 8-bit per-tensor activations calibrated on real images. Activations are uint8
+  and weights use 7 of their 8 bits (``reduce_range``): ONNX Runtime's x86 kernels multiply u8 x s8 with AVX2's
+  ``vpmaddubsw``, whose int16 pair sums saturate with full-range weights on CPUs without VNNI. Measured on the
+  test network: full-range u8 lost 15 dB (35 -> 20 dB) once ORT fused the QDQ graph; s8 activations are
+  converted to u8 on x86 unless ``session.qdqisint8allowed`` is set, and are then 2-3x slower. See
+  docs/quant-bench.md.
+- int8w: weights only. Each Conv/Gemm/MatMul weight becomes int8 per output channel behind a DequantizeLinear; the
+  compute stays float. (ORT's MatMulNBits covers MatMul only, which would leave the convolutions -- most of a
+  CNN's bytes -- in float.)
+- w8a16: QDQ with int16 activations (opset-21 Q/DQ); int8 per-channel weights.
+- int8dyn: ``quantize_dynamic``: int8 per-channel weights, activation scales computed at run time.
+
+``--keep-float`` names go to ``nodes_to_exclude``; ``--auto-mixed N`` re-quantizes with the N layers that lose the
+most SQNR excluded (see :mod:`edge.export.quantize.fidelity`).
+"""
+
+from __future__ import annotations
+
+import ast
+import logging
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from edge.errors import EdgeError
+from edge.export.quantize import NO_CALIBRATION
+from edge.export.quantize.calibration import CalibrationSet, calibration_set, warn_unused_calibration
+from edge.export.quantize.fidelity import close_names
+
+if TYPE_CHECKING:
+    import onnx
+
+    from edge.export.context import ExportContext
+
+ARTIFACT = "model.onnx"
+WEIGHT_OPS = {"Conv": 0, "ConvTranspose": 1, "Gemm": None, "MatMul": 1}  # op -> output-channel axis of its weight
+CALIB_STRIDE = 4  # images per calibration chunk (ORT otherwise keeps every intermediate of every image in memory)
+# int8 layouts this module can write: <QDQ|QOperator>-<activation dtype>[r = reduce_range, 7-bit weights].
+# The benchmark compares them (docs/quant-bench.md); "qdq-u8r" is the default, see the module docstring.
+INT8_FORMATS = ("qdq-u8r", "qdq-u8", "qdq-s8", "qop-u8r", "qop-u8", "qop-s8")
+DEFAULT_INT8_FORMAT = "qdq-u8r"
+
+
+def quantize(ctx: ExportContext) -> Path:
+    """Write ``ctx.workdir/model.onnx`` quantized to ``ctx.precision`` and record what was done in ``ctx.extras``."""
+    from edge.export.quantize import fidelity
+
+    if ctx.float_artifact is None or not Path(ctx.float_artifact).is_file():
+        raise EdgeError("the ONNX quantizer needs the fp32 model.onnx first", "the pipeline converts fp32 before quantize")
+    q = ctx.options.quant
+    tmp = Path(ctx.workdir) / ".quantize-onnx"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        float_copy = tmp / "float.onnx"
+        shutil.copyfile(ctx.float_artifact, float_copy)
+        pre = tmp / "pre.onnx"
+        with ctx.progress.stage("quantize", "onnx quant_pre_process"):
+            preprocess(float_copy, pre)
+        graph = OnnxGraph(pre, module_map(float_copy))
+        calib = None
+        if ctx.precision in NO_CALIBRATION:
+            warn_unused_calibration(ctx)
+        else:
+            calib = calibration_set(ctx)
+        layout_nhwc = bool(ctx.options.channels_last)
+        excluded = graph.resolve(q.keep_float)
+        cache = tmp / "ranges.json"
+
+        def build(exclude: Sequence[str], path: Path) -> Path:
+            return quantize_file(ctx.precision, pre, path, calib, q.calib_method, exclude, layout_nhwc, cache)
+
+        with ctx.progress.stage("quantize", f"onnx {ctx.precision}"):
+            artifact = build(excluded, tmp / "q.onnx")
+        report = fidelity.study(ctx, graph, float_path=pre, quant_path=artifact, runner=fidelity.target_runner(ctx),
+                                rebuild=lambda exclude: build(exclude, tmp / f"q{len(exclude)}.onnx"),
+                                excluded=excluded, layer_fn=fidelity.onnx_layer_sqnr,
+                                layer_input=fidelity.io_layout(ctx))
+        artifact = report.pop("_artifact")
+        final = Path(ctx.workdir) / ARTIFACT
+        shutil.copyfile(artifact, final)
+        ctx.extras["quantization"] = {
+            "mode": ctx.precision,
+            "how": _how(ctx.precision),
+            "tool": "onnxruntime.quantization",
+            "format": _format(ctx.precision),
+            "calibration": calib.record() if calib is not None else None,
+            "keep_float": list(report.get("kept_float", excluded)),
+            **report,
+            "recommended_runtime": recommended_runtime(ctx.precision),
+            "warnings": ctx.extras.pop("quant_warnings", []),
+        }
+        return final
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _how(precision: str) -> str:
+    from edge.export.quantize import MODES
+
+    return MODES["onnx"][precision]
+
+
+def _format(precision: str) -> str:
+    return {"int8": "QDQ (uint8 activations, int8 per-channel weights)", "int8w": "int8 weights + DequantizeLinear",
+            "w8a16": "QDQ (int16 activations, int8 per-channel weights, opset 21)",
+            "int8dyn": "dynamic (ConvInteger/MatMulInteger/DynamicQuantizeLinear)"}[precision]
+
+
+def recommended_runtime(precision: str) -> dict[str, str]:
+    """Which integer ONNX artifact suits which runtime (measured on the host in docs/quant-bench.md)."""
+    return {
+        "int8": "QDQ is what ORT's NPU/GPU execution providers (QNN, OpenVINO, TensorRT) consume; on x86 CPUs "
+                "without VNNI, ORT fuses it to QLinearConv and it is not faster than fp32 for depthwise-heavy "
+                "mobile networks -- see docs/quant-bench.md",
+        "int8w": "any ORT build: size only (4x smaller weights), compute and speed stay fp32",
+        "w8a16": "NPU execution providers with 16-bit activation kernels (QNN HTP); ORT CPU only simulates it",
+        "int8dyn": "ORT CPU for attention/linear-heavy networks; convolutions run ConvInteger, which is slow on x86",
+    }[precision]
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Files
+
+
+def preprocess(src: Path, dst: Path) -> None:
+    """ORT's recommended pre-pass: symbolic shape inference and graph optimisation, so Q/DQ land on fused ops."""
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    logging.getLogger().setLevel(logging.ERROR)  # ORT's quantizer logs advice through the root logger
+    quant_pre_process(str(src), str(dst), skip_symbolic_shape=False)
+
+
+class _Reader:
+    """ORT CalibrationDataReader over the calibration set, with the strided interface ORT chunks by."""
+
+    def __init__(self, name: str, samples: list[np.ndarray]) -> None:
+        self.name, self.samples = name, samples
+        self.start, self.end = 0, len(samples)
+        self.i = 0
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def set_range(self, start_index: int, end_index: int) -> None:
+        self.start, self.end, self.i = start_index, min(end_index, len(self.samples)), start_index
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        if self.i >= self.end:
+            return None
+        self.i += 1
+        return {self.name: self.samples[self.i - 1]}
+
+    def rewind(self) -> None:
+        self.set_range(0, len(self.samples))
+
+
+def quantize_file(precision: str, pre: Path, out: Path, calib: CalibrationSet | None, method: str,
+                  exclude: Sequence[str] = (), nhwc: bool = False, cache: Path | None = None,
+                  int8_format: str = DEFAULT_INT8_FORMAT) -> Path:
+    """Quantize a pre-processed float model file into ``out`` (single file, no external data)."""
+    import onnx
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_dynamic, quantize_static
+
+    exclude = list(exclude)
+    if precision == "int8w":
+        model = weight_only(onnx.load(str(pre)), exclude)
+        onnx.save_model(model, str(out))
+        return out
+    if precision == "int8dyn":
+        quantize_dynamic(str(pre), str(out), per_channel=True, weight_type=QuantType.QInt8, nodes_to_exclude=exclude,
+                         extra_options={"MatMulConstBOnly": True})
+        return out
+    if calib is None:
+        raise EdgeError(f"{precision} needs calibration images", "pass --calib DIR or leave it out for the built-in set")
+    name = onnx.load(str(pre), load_external_data=False).graph.input[0].name
+    reader = _Reader(name, calib.numpy(channels_last=nhwc))
+    cal_method = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
+                  "entropy": CalibrationMethod.Entropy}[method]
+    extra: dict[str, Any] = {"CalibStridedMinMax": CALIB_STRIDE, "WeightSymmetric": True}
+    if precision == "w8a16":
+        act, fmt = QuantType.QInt16, QuantFormat.QDQ
+    else:
+        if int8_format not in INT8_FORMATS:
+            raise EdgeError(f"unknown ONNX int8 format {int8_format!r}", f"use one of {', '.join(INT8_FORMATS)}")
+        act = QuantType.QInt8 if "-s8" in int8_format else QuantType.QUInt8
+        fmt = QuantFormat.QOperator if int8_format.startswith("qop") else QuantFormat.QDQ
+        reduce_range = int8_format.endswith("r")
+    if precision == "w8a16":
+        reduce_range = False
+    reader.rewind()
+    quantize_static(str(pre), str(out), reader, quant_format=fmt, per_channel=True, reduce_range=reduce_range,
+                    activation_type=act,
+                    weight_type=QuantType.QInt8, calibrate_method=cal_method, nodes_to_exclude=exclude,
+                    extra_options=extra, calibration_cache_path=str(cache) if cache is not None else None)
+    return out
+
+
+def weight_only(model: onnx.ModelProto, exclude: Sequence[str] = ()) -> onnx.ModelProto:
+    """Store every Conv/Gemm/MatMul constant weight as int8 per output channel behind a DequantizeLinear.
+
+    The DequantizeLinear output keeps the weight's original name, so consumers are untouched. Symmetric: zero
+    point 0, scale = max|w| / 127 per channel.
+    """
+    import onnx
+    from onnx import helper, numpy_helper
+
+    g = model.graph
+    if max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=0) < 13:
+        raise EdgeError("weight-only ONNX quantization needs opset >= 13 (per-axis DequantizeLinear)", "export with --opset 17")
+    inits = {i.name: i for i in g.initializer}
+    skip = set(exclude)
+    done: set[str] = set()
+    new_nodes, new_inits = [], []
+    for node in g.node:
+        if node.op_type not in WEIGHT_OPS or node.name in skip or len(node.input) < 2:
+            continue
+        wname = node.input[1]
+        if wname not in inits or wname in done:
+            continue
+        w = numpy_helper.to_array(inits[wname])
+        if w.dtype != np.float32 or w.ndim < 2:
+            continue
+        axis = WEIGHT_OPS[node.op_type]
+        if node.op_type == "Gemm":
+            trans_b = next((a.i for a in node.attribute if a.name == "transB"), 0)
+            axis = 0 if trans_b else 1
+        if node.op_type == "MatMul" and w.ndim != 2:
+            continue
+        reduce_axes = tuple(i for i in range(w.ndim) if i != axis)
+        scale = (np.abs(w).max(axis=reduce_axes) / 127.0).astype(np.float32)
+        scale = np.where(scale > 0, scale, np.float32(1e-12)).astype(np.float32)
+        shape = [1] * w.ndim
+        shape[axis] = -1
+        qw = np.clip(np.round(w / scale.reshape(shape)), -127, 127).astype(np.int8)
+        new_inits += [numpy_helper.from_array(qw, f"{wname}_int8"), numpy_helper.from_array(scale, f"{wname}_scale"),
+                      numpy_helper.from_array(np.zeros_like(scale, dtype=np.int8), f"{wname}_zero_point")]
+        new_nodes.append(helper.make_node("DequantizeLinear", [f"{wname}_int8", f"{wname}_scale", f"{wname}_zero_point"],
+                                          [wname], name=f"{wname}_DequantizeLinear", axis=axis))
+        done.add(wname)
+    keep = [i for i in g.initializer if i.name not in done]
+    del g.initializer[:]
+    g.initializer.extend(keep + new_inits)
+    nodes = new_nodes + list(g.node)
+    del g.node[:]
+    g.node.extend(nodes)
+    onnx.checker.check_model(model)
+    return model
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Running and naming
+
+
+def session(path: Path | bytes, threads: int = 1, optimize: bool = True):
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.log_severity_level = 3
+    if not optimize:
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    src = path if isinstance(path, bytes) else str(path)
+    return ort.InferenceSession(src, so, providers=["CPUExecutionProvider"])
+
+
+def module_map(path: Path) -> dict[str, str]:
+    """Output tensor name -> PyTorch module path, from the exporter's per-node metadata (dynamo exporter) or the
+    node name (TorchScript exporter, ``/features/features.3/conv/Conv``)."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    out: dict[str, str] = {}
+    for node in model.graph.node:
+        meta = {p.key: p.value for p in node.metadata_props}
+        path_ = None
+        scopes = meta.get("pkg.torch.onnx.name_scopes")
+        if scopes:
+            try:
+                parts = [s for s in ast.literal_eval(scopes) if s]
+                mods = parts[:-1] if len(parts) > 1 else parts
+                path_ = mods[-1] if mods else None
+            except (ValueError, SyntaxError):
+                path_ = None
+        elif node.name.startswith("/"):
+            segs = [s for s in node.name.split("/") if s][:-1]
+            path_ = segs[-1] if segs else None
+        if path_:
+            for o in node.output:
+                out[o] = path_
+    return out
+
+
+class OnnxGraph:
+    """The pre-processed float graph: which layers exist, their module paths, and --keep-float resolution."""
+
+    def __init__(self, path: Path, modules: dict[str, str]) -> None:
+        import onnx
+
+        self.path = path
+        self.model = onnx.load(str(path))
+        self.modules = modules
+        inits = {i.name for i in self.model.graph.initializer}
+        self.layers: list[dict[str, Any]] = []
+        for i, node in enumerate(self.model.graph.node):
+            if node.op_type in ("Constant", "Shape") or not node.output:
+                continue
+            self.layers.append({
+                "name": node.name or f"{node.op_type}_{i}",
+                "op": node.op_type,
+                "module": modules.get(node.output[0]),
+                "output": node.output[0],
+                "inputs": [x for x in node.input if x and x not in inits],
+                "quantizable": bool(node.name),
+            })
+
+    def resolve(self, names: Sequence[str]) -> list[str]:
+        """--keep-float LAYER... -> node names. LAYER is a node name, an output tensor name or a module path
+        (which selects every node inside that module)."""
+        out: list[str] = []
+        for want in names:
+            hits = [ly["name"] for ly in self.layers if ly["quantizable"] and (
+                want in (ly["name"], ly["output"]) or (ly["module"] and (ly["module"] == want
+                                                                          or ly["module"].startswith(want + "."))))]
+            if not hits:
+                raise EdgeError(f"--keep-float {want!r} matches no layer of the ONNX graph",
+                                close_names(want, self.layers))
+            out += [h for h in hits if h not in out]
+        return out

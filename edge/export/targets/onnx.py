@@ -1,0 +1,112 @@
+"""ONNX: ``torch.onnx.export(dynamo=True)`` into one self-contained file, run in ONNX Runtime.
+
+fp16 converts the fp32 graph with ONNX Runtime's own float16 tool, keeping float32 inputs and outputs (so every
+artifact of a model takes the same input) and leaving the ops that tool knows to be fp16-unsafe in fp32.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from edge.export.targets.base import Runner, Target, float_nchw_to, to_float_nchw, versions
+
+if TYPE_CHECKING:
+    from edge.export.context import ExportContext
+
+# The oldest opset the dynamo exporter emits natively: the widest runtime support without a version converter.
+DEFAULT_OPSET = 18
+
+
+class OnnxTarget(Target):
+    name = "onnx"
+    artifact_name = "model.onnx"
+    transpose_ops = ("Transpose",)
+    reshape_ops = ("Reshape", "Flatten", "Squeeze", "Unsqueeze")
+
+    def convert(self, ctx: ExportContext) -> Path:
+        import torch
+
+        path = ctx.workdir / self.artifact_name
+        module, wrapped = ctx.io_module()
+        source = module if wrapped else ctx.exported_program
+        program = torch.onnx.export(
+            source,
+            (ctx.example_io,) if wrapped else (),
+            dynamo=True,
+            opset_version=ctx.options.opset or DEFAULT_OPSET,
+            input_names=[ctx.input_name],
+            output_names=list(ctx.output_names),
+            optimize=True,
+            verbose=False,
+        )
+        program.save(str(path), external_data=False)
+        if ctx.precision == "fp16":
+            import onnx
+            from onnxruntime.transformers.float16 import convert_float_to_float16
+
+            m16 = convert_float_to_float16(onnx.load(str(path)), keep_io_types=True)
+            onnx.save(m16, str(path))
+        return path
+
+    def runner(self, artifact: Path, io: dict[str, Any]) -> Runner:
+        import onnxruntime as ort
+
+        so = ort.SessionOptions()
+        so.log_severity_level = 3
+        sess = ort.InferenceSession(str(artifact), so, providers=["CPUExecutionProvider"])
+        in_names = [i.name for i in sess.get_inputs()]
+        ins = io["inputs"]
+        outs = io["outputs"]
+
+        def run(x: np.ndarray) -> list[np.ndarray]:
+            feed = {in_names[0]: float_nchw_to(x, ins[0])}
+            ys = sess.run(None, feed)
+            return [to_float_nchw(y, spec) for y, spec in zip(ys, outs)]
+
+        return run
+
+    def runtime_name(self) -> str:
+        return "onnxruntime"
+
+    def op_histogram(self, artifact: Path) -> dict[str, int]:
+        import onnx
+
+        model = onnx.load(str(artifact), load_external_data=False)
+        funcs = {(f.domain, f.name): f for f in model.functions}
+        counts: Counter[str] = Counter()
+
+        def walk(nodes: Any, depth: int = 0) -> None:
+            for n in nodes:
+                f = funcs.get((n.domain, n.op_type))
+                if f is not None and depth < 16:
+                    walk(f.node, depth + 1)
+                    continue
+                counts[n.op_type] += 1
+                for attr in n.attribute:
+                    if attr.g is not None and attr.g.node:
+                        walk(attr.g.node, depth + 1)
+
+        walk(model.graph.node)
+        return dict(counts.most_common())
+
+    def io_spec(self, artifact: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        import onnx
+        from onnx.helper import tensor_dtype_to_np_dtype
+
+        model = onnx.load(str(artifact), load_external_data=False)
+        inits = {i.name for i in model.graph.initializer}
+
+        def spec(v: Any) -> dict[str, Any]:
+            t = v.type.tensor_type
+            shape = [d.dim_value if d.HasField("dim_value") else d.dim_param for d in t.shape.dim]
+            return {"name": v.name, "shape": shape, "dtype": str(np.dtype(tensor_dtype_to_np_dtype(t.elem_type))),
+                    "quantization": None}
+
+        return ([spec(v) for v in model.graph.input if v.name not in inits], [spec(v) for v in model.graph.output])
+
+    def tool_versions(self) -> dict[str, str]:
+        return versions("torch", "numpy", "onnx", "onnxscript", "onnxruntime")
