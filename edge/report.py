@@ -320,6 +320,7 @@ vertical-align:top;text-align:left}th{background:#f4f4f4}td.num{text-align:right
 .confirmed{background:#e6f4ea}.contradicted{background:#fce8e6}.not-measurable-here{color:#777}
 figure{margin:1em 0}figure img{max-width:100%;border:1px solid #eee}figcaption{font-size:.85em;color:#555}
 .muted{color:#777;font-size:.85em}code{background:#f4f4f4;padding:0 .2em}.cards{display:flex;gap:1em;flex-wrap:wrap}
+.flops-callout{background:#fff8e1;border-left:4px solid #f5a623;padding:.4em .8em}
 .card{border:1px solid #ddd;border-radius:6px;padding:.6em 1em;min-width:12em}.card b{font-size:1.4em}
 """
 
@@ -345,6 +346,28 @@ def _figures(figs: list[tuple[str, str]], empty: str) -> str:
         return f'<p class="muted">{_e(empty)}</p>'
     return "\n".join(f'<figure><img class="plot" alt="{_e(cap)}" src="data:image/png;base64,{b64}">'
                      f"<figcaption>{_e(cap)}</figcaption></figure>" for cap, b64 in figs)
+
+
+def _gap_sentence(g: FlopsGap) -> str:
+    return (f"{g.slow} needs {g.macs_ratio:.2f}x the MACs of {g.fast} but runs {g.latency_ratio:.2f}x slower "
+            f"({g.slow_ms:.2f} vs {g.fast_ms:.2f} ms) on {g.device}, {g.setting}")
+
+
+_VERDICT_HEADERS = ["verdict", "claim", "statement", "claimed", "measured", "evidence", "why"]
+
+
+def _checked_table(verdicts: Sequence[Verdict]) -> str:
+    """Every confirmed or contradicted claim, absolute and relative apart, each with what it is evidence about."""
+    judged = [v for v in verdicts if v.status != NOT_MEASURABLE]
+    judged.sort(key=lambda v: (v.kind != "absolute", v.status != CONTRADICTED, v.claim.id))
+    if not judged:
+        return ('<table id="claims-table"><tbody><tr><td>No claim was measurable with these results; '
+                "see All claims for what each one needs.</td></tr></tbody></table>")
+    rows = [[v.status, v.kind, v.claim.id, format_value(v.claimed, v.unit, v.claim.relation if v.kind == "relative"
+                                                        else None),
+             format_value(v.measured, v.unit, None, v.measured_ci), v.evidence] for v in judged]
+    return _table(["verdict", "kind", "claim", "claimed", "measured", "evidence (what it is about)"], rows,
+                  "claims-table", [v.status.replace(" ", "-") for v in judged])
 
 
 def _verdict_rows(vs: Sequence[Verdict]) -> tuple[list[list[Any]], list[str]]:
@@ -377,22 +400,16 @@ def render_html(data: ReportData) -> str:
         "device the paper names (or one whose profile says it counts as it): a host CPU result is evidence about "
         "the host, never about a phone. Relative claims are checked as ratios on each device that has results, "
         "and labelled with it.</p>",
+        *[f'<p class="flops-callout"><b>MACs say nothing about latency here:</b> {_e(_gap_sentence(g))} '
+          '(<a href="#flops-vs-latency">details</a>)</p>' for g in data.flops_gaps[:3]],
+        "<h3>Claims checked with these results</h3>",
+        _checked_table(data.verdicts),
         "<h3>Fastest artifact per model</h3>",
         _table(["device", "model", "fastest artifact", "median ms", "95% CI", "artifact"],
                [[m.device_label, m.model, m.setting, round(m.median_ms, 3),
                  f"[{m.ci95_ms[0]:.3f}, {m.ci95_ms[1]:.3f}]", m.artifact] for m in fastest], "fastest-table")
         if fastest else '<p class="muted">No benchmark results were given.</p>',
-        '<h2 id="claims">Claims</h2>',
     ]
-    for kind, title in (("absolute", "Absolute claims"),
-                        ("relative", "Relative claims (ratios; each row is evidence about its device only)"),
-                        ("qualitative", "Qualitative findings")):
-        vs = [v for v in data.verdicts if v.kind == kind]
-        if vs:
-            rows, classes = _verdict_rows(vs)
-            parts += [f"<h3>{_e(title)}</h3>",
-                      _table(["verdict", "claim", "statement", "claimed", "measured", "evidence", "why"], rows,
-                             "claims-table" if kind == "absolute" else f"claims-{kind}", classes)]
     parts += ['<h2 id="latency">Latency distributions</h2>',
               _figures(plot_latency_distributions(data), "No benchmark results were given."),
               _table(["device", "model", "setting", "trials", "median ms", "95% CI", "p10", "p90", "peak MB"],
@@ -424,6 +441,23 @@ def render_html(data: ReportData) -> str:
                       for m in data.results.manifests if (m.get("artifact") or {}).get("size_bytes")],
                      "sizes-table") if data.results.manifests else "",
               "" if q else '<p class="muted">No quantized (int8) exports among these results.</p>']
+    parts += ['<h2 id="claims">All claims</h2>']
+    for kind, title in (("absolute", "Absolute claims"),
+                        ("relative", "Relative claims (ratios; each row is evidence about its device only)"),
+                        ("qualitative", "Qualitative findings")):
+        vs = [v for v in data.verdicts if v.kind == kind]
+        if not vs:
+            continue
+        parts.append(f"<h3>{_e(title)}</h3>")
+        judged = [v for v in vs if v.status != NOT_MEASURABLE]
+        if judged:
+            rows, classes = _verdict_rows(judged)
+            parts.append(_table(_VERDICT_HEADERS, rows, f"claims-{kind}", classes))
+        rest = [v for v in vs if v.status == NOT_MEASURABLE]
+        if rest:
+            rows, classes = _verdict_rows(rest)
+            parts.append(f"<details><summary>{len(rest)} {kind} claim(s) not measurable here, and why</summary>"
+                         + _table(_VERDICT_HEADERS, rows, f"claims-{kind}-not-measurable", classes) + "</details>")
     parts += ['<h2 id="devices">Devices and tools</h2>']
     for dev_id, dev in data.results.devices().items():
         fp = dev.get("fingerprint") or {}
@@ -477,6 +511,15 @@ def render_markdown(data: ReportData) -> str:
     for kind, d in counts.items():
         out.append(f"- {kind} claims: {d[CONFIRMED]} confirmed, {d[CONTRADICTED]} contradicted, "
                    f"{d[NOT_MEASURABLE]} not measurable here")
+    for g in data.flops_gaps[:3]:
+        out.append(f"- **MACs say nothing about latency here:** {_gap_sentence(g)}")
+    judged = [v for v in data.verdicts if v.status != NOT_MEASURABLE]
+    if judged:
+        out += ["", "### Claims checked with these results", "",
+                _md_table(["verdict", "kind", "claim", "claimed", "measured", "evidence (what it is about)"],
+                          [[v.status, v.kind, v.claim.id,
+                            format_value(v.claimed, v.unit, v.claim.relation if v.kind == "relative" else None),
+                            format_value(v.measured, v.unit, None, v.measured_ci), v.evidence] for v in judged])]
     fastest = fastest_per_model(data.measurements)
     if fastest:
         out += ["", "### Fastest artifact per model", "",

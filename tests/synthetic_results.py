@@ -14,8 +14,9 @@ import numpy as np
 
 from edge._io import append_jsonl, write_json
 
-HOST = {"id": "host", "kind": "host", "name": "host",
-        "fingerprint": {"cpu": "Synthetic x86 CPU", "cores": 2, "os": "Linux", "python": "3.11"}}
+HOST = {"id": "host", "kind": "host", "name": "host (Synthetic x86 CPU)",
+        "fingerprint": {"cpu_model": "Synthetic x86 CPU", "usable_cpus": 2, "logical_cpus": 2, "machine": "x86_64",
+                        "os": "Linux-6.1-x86_64", "versions": {"onnxruntime": "1.31.1", "ai_edge_litert": "2.3.0"}}}
 IPHONE = {"id": "ssh://mac-mini", "kind": "ssh", "name": "iPhone 12",
           "fingerprint": {"model": "iPhone13,2", "os": "iOS 16.0"}}
 PIXEL = {"id": "adb:PIXEL7", "kind": "adb", "name": "Pixel 7",

@@ -44,8 +44,9 @@ class Conditions:
         return runtime_target(self.runtime)
 
     def describe(self) -> str:
+        precision = "precision unstated" if self.precision == "unstated" else self.precision or ""
         parts = [self.device or "", self.runtime or "", f"{self.threads} thread{'s' * (self.threads != 1)}"
-                 if self.threads else "", self.precision or ""]
+                 if self.threads else "", precision]
         return ", ".join(p for p in parts if p)
 
 
@@ -74,6 +75,7 @@ class Claim:
     unconfirmed: bool = False
     note: str = ""
     origin: str = "claims.toml"  # or "registry:<model>"
+    arxiv: str = ""  # the paper's arXiv id (filled from the paper table)
     op: str | None = None  # ops claims: op name in the histogram, or "total"
     target: str | None = None  # ops claims: which export
 
@@ -157,7 +159,8 @@ def registry_claims(defaults: dict[str, float], papers: dict[str, dict[str, str]
         p = info.paper
         paper = _paper_key(p.arxiv, papers)
         origin = f"registry:{name}"
-        common = {"paper": paper, "source": p.source, "subject": name, "kind": "absolute", "origin": origin}
+        common = {"paper": paper, "source": p.source, "subject": name, "kind": "absolute", "origin": origin,
+                  "arxiv": p.arxiv}
         if p.params_m is not None:
             out.append(Claim(
                 id=f"{name}/params", metric="params", claimed=p.params_m, unit="M",
@@ -232,7 +235,8 @@ def _load(path: str, with_registry: bool) -> ClaimSet:
         raise EdgeError(f"cannot read claims file {path}: {e}", "fix the TOML syntax") from None
     defaults = {k: float(v) for k, v in data.get("defaults", {}).items()}
     papers = data.get("papers", {})
-    toml_claims = [_toml_claim(r, defaults) for r in data.get("claim", [])]
+    toml_claims = [_toml_claim({**r, "arxiv": papers.get(r.get("paper"), {}).get("arxiv", "")}, defaults)
+                   for r in data.get("claim", [])]
     claims: list[Claim] = registry_claims(defaults, papers) if with_registry else []
     claims += [_canonical(c) for c in toml_claims] if with_registry else toml_claims
     seen: set[str] = set()
@@ -286,9 +290,12 @@ def _registry_value(claim: Claim, model: str | None) -> float | None:
     if claim.metric == "top1":
         return p.top1
     if claim.metric == "latency":
+        # Only a number from the claim's own paper: two papers' phones, OS versions and apps differ, so a ratio
+        # of one paper's number to another's is not what either claimed.
         want = normalize_device(claim.conditions.device)
         for lc in p.latency:
-            if normalize_device(lc.device) == want and (
+            other_paper = claim.arxiv and re.search(r"\d{4}\.\d{4,5}", lc.source or "") and claim.arxiv not in lc.source
+            if normalize_device(lc.device) == want and not other_paper and (
                     runtime_target(lc.runtime) == claim.conditions.target or claim.conditions.runtime is None):
                 return lc.ms
     return None

@@ -19,8 +19,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from edge.errors import EdgeError
 
 TRIAL_SCHEMA = "edge.bench.trial/1"
@@ -32,31 +30,19 @@ EVAL_SCHEMA = "edge.eval/1"
 # ------------------------------------------------------------------------------------------------ statistics
 
 
-def latency_stats(trials: Sequence[dict[str, Any]], n_boot: int = 2000, seed: int = 0) -> tuple[float, float, float]:
-    """(median, ci95_lo, ci95_hi) in ms from trial records.
+def latency_stats(trials: Sequence[dict[str, Any]]) -> tuple[float, float, float]:
+    """(median, ci95_lo, ci95_hi) in ms from trial records, exactly as the harness summarises a run.
 
-    The point estimate is the median of the trial medians: one disturbed trial cannot move it far. The
-    interval is a two-level bootstrap: resample trials, then each chosen trial's samples, and take the median
-    of the trial medians. It carries both the spread inside a trial and the drift between trials. Trials
-    without samples (a binary that prints only aggregates) contribute their median as a fixed value.
+    The point estimate is the median of the trial medians, so one disturbed trial cannot move it far; the
+    interval is the harness's hierarchical bootstrap (trials, then samples inside each trial), so it carries
+    both the spread inside a trial and the drift between trials.
     """
+    from edge.devices.stats import bootstrap_median_ci
+
     if not trials:
         raise ValueError("no trials")
-    medians = np.array([float(t["latency_ms"]["median"]) for t in trials])
-    point = float(np.median(medians))
-    rng = np.random.default_rng(seed)
-    boot = np.empty((len(trials), n_boot))
-    for i, t in enumerate(trials):
-        s = np.asarray(t.get("samples_ms") or [], dtype=float)
-        if s.size >= 2:
-            idx = rng.integers(0, s.size, size=(n_boot, s.size))
-            boot[i] = np.median(s[idx], axis=1)
-        else:
-            boot[i] = medians[i]
-    pick = rng.integers(0, len(trials), size=(n_boot, len(trials)))
-    stat = np.median(boot[pick, np.arange(n_boot)[:, None]], axis=1)
-    lo, hi = np.percentile(stat, [2.5, 97.5])
-    return point, float(min(lo, point)), float(max(hi, point))
+    return bootstrap_median_ci([t.get("samples_ms") or [] for t in trials],
+                               [float(t["latency_ms"]["median"]) for t in trials])
 
 
 # ---------------------------------------------------------------------------------------------- measurements
@@ -95,8 +81,8 @@ class Measurement:
         fp = self.device.get("fingerprint") or {}
         name = self.device.get("name") or self.device_id
         if self.device_kind == "host":
-            cpu = fp.get("cpu") or fp.get("processor") or fp.get("cpu_model") or name
-            cores = fp.get("cores") or fp.get("cpu_count") or fp.get("logical_cores")
+            cpu = fp.get("cpu_model") or fp.get("cpu") or name
+            cores = fp.get("usable_cpus") or fp.get("logical_cpus") or fp.get("cores")
             return f"host ({cpu}{f', {cores} cores' if cores else ''})"
         return f"{name} ({self.device_id})" if name != self.device_id else str(name)
 
@@ -215,8 +201,12 @@ def device_selected(device: dict[str, Any], wanted: str) -> bool:
 # -------------------------------------------------------------------------------------------------- loading
 
 
-def load_results(paths: Iterable[str | os.PathLike[str]]) -> Results:
-    """Read trial JSON lines, summaries, manifests and eval records from files and directories (recursively)."""
+def load_results(paths: Iterable[str | os.PathLike[str]], require: bool = True) -> Results:
+    """Read trial JSON lines, summaries, manifests and eval records from files and directories (recursively).
+
+    ``require``: finding none of them is an error (a wrong folder is the usual cause).
+    """
+    paths = list(paths)
     res = Results()
     trials: list[dict[str, Any]] = []
     summaries: list[dict[str, Any]] = []
@@ -241,6 +231,10 @@ def load_results(paths: Iterable[str | os.PathLike[str]]) -> Results:
                         res.evals[str(rec["model"])] = rec
             res.sources.append(str(f))
     res.measurements = _group(trials, summaries, res.manifests)
+    if require and not (res.measurements or res.manifests or res.evals):
+        where = ", ".join(str(p) for p in paths)
+        raise EdgeError(f"no edge results in {where}",
+                        "pass the folder edge bench wrote (trials.jsonl) or an export folder (manifest.json)")
     return res
 
 

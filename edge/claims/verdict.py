@@ -3,8 +3,8 @@
 Where each number comes from:
 
 * params and MACs: counted from the zoo's own network (``edge.models.complexity``), under the paper's convention;
-* latency: harness results on the claim's named device, or on a device whose profile says it counts as that
-  device (``counts_as``). A host CPU result is evidence about the host only: it never stands in for a phone;
+* latency: harness results on the claim's named device, or on a device whose profile says it is of the
+  same kind (``same_kind_as``). A host CPU result is evidence about the host only: it never stands in for a phone;
 * op counts: the export manifests' op histograms;
 * top-1: only an ``edge.eval/1`` record (an ImageNet evaluation); nothing else makes it measurable.
 
@@ -15,8 +15,12 @@ absolute claims, because a ratio on the host says nothing about the claimed phon
 
 from __future__ import annotations
 
+import functools
+import json
+import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from edge.claims import Claim, ClaimSet, claimed_numbers, load_claims, normalize_device, zoo_name
@@ -91,11 +95,11 @@ def _rule(claim: Claim, value: float, unit: str, additive: bool) -> str:
 # ---------------------------------------------------------------------------------------------- device rules
 
 
-def counts_as(device: dict[str, Any]) -> list[str]:
-    """Device names a profile says this device stands in for (``counts_as`` in the profile / device record)."""
+def same_kind_as(device: dict[str, Any]) -> list[str]:
+    """Device names a profile says this device stands in for (``same_kind_as`` in its profile TOML)."""
     out: list[str] = []
     for src in (device, device.get("profile") if isinstance(device.get("profile"), dict) else {}):
-        v = src.get("counts_as")
+        v = src.get("same_kind_as")
         out += [v] if isinstance(v, str) else list(v or [])
     return out
 
@@ -113,7 +117,7 @@ def device_matches(device: dict[str, Any], claimed_device: str | None) -> bool:
     if is_host or not want:
         return False
     names = {normalize_device(device.get("name")), normalize_device(device.get("id"))}
-    names |= {normalize_device(n) for n in counts_as(device)}
+    names |= {normalize_device(n) for n in same_kind_as(device)}
     return want in names
 
 
@@ -145,18 +149,70 @@ def evaluate(
 
 
 class ComplexityCache:
-    """Counted params / MACs per zoo model, computed once each (building a network is not free)."""
+    """Counted params / MACs per zoo model, computed once each.
 
-    def __init__(self, fn: ComplexityFn | None) -> None:
+    Counting MACs runs a forward pass (seconds for the large variants), so results are also kept on disk,
+    keyed by a hash of the zoo's source and the torch version: editing any network invalidates them.
+    ``EDGE_CACHE_DIR`` moves the cache (default ``~/.cache/edge``); ``disk=False`` turns it off. A custom
+    ``fn`` (tests) is never cached on disk.
+    """
+
+    def __init__(self, fn: ComplexityFn | None = None, disk: bool = True) -> None:
+        self.disk = disk and fn is None
         if fn is None:
             from edge.models import complexity as fn
         self.fn = fn
         self.cache: dict[str, dict[str, Any]] = {}
 
+    @staticmethod
+    @functools.cache
+    def _zoo_hash() -> str:
+        import hashlib
+
+        import torch
+
+        import edge.models
+
+        h = hashlib.sha256(torch.__version__.encode())
+        for f in sorted(Path(edge.models.__file__).parent.glob("*.py")):
+            h.update(f.name.encode() + f.read_bytes())
+        return h.hexdigest()[:16]
+
+    def _path(self, name: str) -> Path:
+        root = Path(os.environ.get("EDGE_CACHE_DIR") or Path.home() / ".cache" / "edge")
+        return root / "complexity" / f"{name}-{self._zoo_hash()}.json"
+
     def __call__(self, name: str) -> dict[str, Any]:
-        if name not in self.cache:
-            self.cache[name] = self.fn(name)
+        if name in self.cache:
+            return self.cache[name]
+        path = self._path(name) if self.disk else None
+        if path is not None and path.is_file():
+            try:
+                self.cache[name] = json.loads(path.read_text())
+                return self.cache[name]
+            except (OSError, json.JSONDecodeError):
+                pass
+        self.cache[name] = self._count(name)
+        if path is not None:
+            try:
+                from edge._io import write_json
+
+                write_json(path, self.cache[name])
+            except OSError:
+                pass  # a read-only home only costs the recount
         return self.cache[name]
+
+    def _count(self, name: str) -> dict[str, Any]:
+        """One forward pass counts the MACs; one thread is enough, and on a loaded machine torch's OpenMP pool
+        contends badly (a 42M-MAC network took 13 s with 2 threads against 0.13 s with one)."""
+        import torch
+
+        prev = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            return self.fn(name)
+        finally:
+            torch.set_num_threads(prev)
 
     def value(self, name: str, metric: str) -> float:
         c = self(name)

@@ -78,10 +78,11 @@ def run(args: argparse.Namespace) -> int:
                    poll=args.poll, cooldown_timeout=args.cooldown_timeout, out=args.out, resume=args.resume,
                    require_full_delegation=args.require_full_delegation, profiles_dir=args.profiles, adb=args.adb,
                    adb_server=args.adb_server, progress=progress, check=False)
+    table_to = sys.stderr if args.json == "-" else sys.stdout  # keep stdout pure JSON for pipes
     if report.summaries:
-        print(format_table(report.summaries))
+        print(format_table(report.summaries), file=table_to)
         print(f"\n{sum(s['trials'] for s in report.summaries)} trial(s) in {report.trials_file}; "
-              "95% CI: bootstrap over trials and runs")
+              "95% CI: bootstrap over trials and runs", file=table_to)
         drifting = [s for s in report.summaries if any(v is True for v in (s.get("drift") or {}).values())]
         for s in drifting:
             d = s["drift"]

@@ -90,7 +90,8 @@ def read_labels(path: str | None) -> list[str] | None:
     try:
         labels = [ln.strip() for ln in p.read_text(encoding="utf-8").splitlines() if ln.strip()]
     except (OSError, UnicodeDecodeError) as e:
-        raise EdgeError(f"class-labels file {path!r} cannot be read: {e}", "give a UTF-8 text file, one label per line")
+        raise EdgeError(f"class-labels file {path!r} cannot be read: {e}",
+                        "give a UTF-8 text file, one label per line") from None
     if not labels:
         raise EdgeError(f"class-labels file {path!r} has no labels", "one label per line")
     return labels
@@ -98,7 +99,7 @@ def read_labels(path: str | None) -> list[str] | None:
 
 def run(args: argparse.Namespace) -> int:
     from edge._progress import Progress
-    from edge.errors import NumericsError
+    from edge.errors import EdgeError
     from edge.export import QuantOptions, export
 
     quant = QuantOptions(
@@ -118,8 +119,9 @@ def run(args: argparse.Namespace) -> int:
             class_labels=read_labels(args.class_labels), quant=quant, progress=Progress(),
             verbose=bool(getattr(args, "debug", False)),
         )
-    except NumericsError as e:
-        _print(getattr(e, "results", []), args.json)
+    except EdgeError as e:  # a gate breach or a rejected target: show what was written, then the error
+        if getattr(e, "results", None):
+            _print(e.results, args.json)  # type: ignore[attr-defined]
         raise
     _print(results, args.json)
     return 0

@@ -50,7 +50,11 @@ def list_devices(profiles_dir: str | None = None, adb: str | None = None, adb_se
         state = "not checked"
         if check:
             try:
-                state = open_device(prof).state()
+                dev = open_device(prof)
+                try:
+                    state = dev.state()
+                finally:
+                    dev.close()
             except EdgeError as e:
                 state = f"error: {e.message}"
         rows.append({"device": prof.name, "kind": prof.transport, "state": state, "name": prof.spec,

@@ -516,7 +516,8 @@ class RemoteDevice(Device):
                 raise DeviceError(f"{name} not found on {self.id} at {p['binary']}: {last}",
                                   "check the binary path in the device profile")
             raise DeviceError(f"{name} cannot run on {self.id} ({', '.join(self.abis()) or 'unknown ABI'}): {last}",
-                              "it is probably built for another CPU architecture (ABI); use the build for this device")
+                              "it is probably built for another CPU architecture (ABI) or C library; use the build "
+                              "for this device")
         if res.rc != 0:
             sig = res.rc - 128 if res.rc > 128 else None
             how = f"was killed by signal {sig} ({SIGNALS.get(sig, '?')})" if sig else f"exited with status {res.rc}"
@@ -537,23 +538,27 @@ class RemoteDevice(Device):
         for extra in ("p5", "p95", "p99"):
             if parsed["latency_ms"].get(extra) is not None:
                 m.latency_ms[extra] = parsed["latency_ms"][extra]
+        if p["pin"] is None and spec.cores not in (None, "all", "none"):
+            m.notes.append(f"--cores {spec.cores}: {p['pin_note']}")
         if prof:
             self._pull_profile(prof, m)
         return m
 
     def _pull_profile(self, prof: str, m: Measurement) -> None:
         import tempfile
-        found = self.shell(f"ls -1 {self.q(prof)}* 2>/dev/null", "listing op profiles", timeout=60).out.split("\n")
-        found = [f for f in found if f.strip()]
+        folder, _, stem = prof.rpartition("/")
+        listing = self.shell(f"cd {self.q(folder)} && for f in {self.q(stem)}*; do [ -f \"$f\" ] && "
+                             "printf '%s\\n' \"$f\"; done; true", "listing op profiles", timeout=60)
+        found = sorted(f for f in listing.out.split("\n") if f.strip())
         if not found:
             m.notes.append("no op profile file was written; using the tables in the output, if any")
             return
-        remote = sorted(found)[-1]
+        remote = f"{folder}/{found[-1]}"
         with tempfile.TemporaryDirectory() as td:
             local = Path(td) / "profile"
             self.pull(remote, local)
             data = local.read_bytes()
-        m.raw_files[Path(remote).name] = data
+        m.raw_files[found[-1]] = data
         rows = parsers.op_profile_from_file(data.decode("utf-8", "replace"))
         if rows:
             m.op_profile = rows

@@ -210,7 +210,9 @@ def _cool_down(dev: Device, policy: dict[str, Any], progress: Progress) -> dict[
     limit = policy["max_temp_c"]
     timed_out = False
     if limit is not None and th.temperature_c is None:
-        progress.info(f"[{dev.id}] no temperature sensor; --max-temp is ignored")
+        if not policy.get("warned"):
+            progress.info(f"[{dev.id}] no temperature sensor; --max-temp is ignored")
+            policy["warned"] = True
     elif limit is not None:
         while th.temperature_c > limit:
             if time.monotonic() - t0 > policy["timeout_s"]:

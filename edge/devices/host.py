@@ -125,7 +125,10 @@ class HostDevice(Device):
             if prof_dir:
                 import shutil
                 shutil.rmtree(prof_dir, ignore_errors=True)
-        return _measurement(r, self._pin)
+        m = _measurement(r, self._pin)
+        if self._pin is None and spec.cores not in (None, "all", "none"):
+            m.notes.append(f"--cores {spec.cores}: {self._pin_note}")
+        return m
 
 
 def _measurement(r: dict[str, Any], pin: list[int] | None) -> Measurement:

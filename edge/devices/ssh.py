@@ -68,6 +68,7 @@ class SshDevice(RemoteDevice):
         self._versions: dict[str, Any] | None = None
         self._mode: str | None = None
         self._runner_args: list[str] = []
+        self._ctl: str | None = None
 
     @property
     def id(self) -> str:
@@ -82,20 +83,40 @@ class SshDevice(RemoteDevice):
     # --- the OpenSSH client -------------------------------------------------------------------------
     def _options(self) -> list[str]:
         p = self.profile
-        opts = ["-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes", "-o", "ConnectTimeout=15",
-                "-o", "ServerAliveInterval=5", "-o", "ServerAliveCountMax=3", "-o", "LogLevel=ERROR"]
+        opts: list[str] = []
         if p.ssh_config:
-            opts = ["-F", str(Path(p.ssh_config).expanduser()), *opts]
+            opts += ["-F", str(Path(p.ssh_config).expanduser())]
+        for o in p.ssh_options:  # the user's first: for ssh the first value given for an option wins
+            if o.split("=", 1)[0].strip().lower() in ("stricthostkeychecking", "userknownhostsfile", "batchmode"):
+                raise EdgeError(f"ssh option {o!r} is not allowed: host-key checking stays on",
+                                "add the board's key to a known_hosts file and name it with known_hosts = PATH")
+            opts += ["-o", o]
+        opts += ["-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes", "-o", "ConnectTimeout=15",
+                 "-o", "ServerAliveInterval=5", "-o", "ServerAliveCountMax=3", "-o", "LogLevel=ERROR"]
         if p.known_hosts:
             opts += ["-o", f"UserKnownHostsFile={_cfg_quote(str(Path(p.known_hosts).expanduser()))}"]
         if p.identity:
             opts += ["-i", str(Path(p.identity).expanduser()), "-o", "IdentitiesOnly=yes"]
-        for o in p.ssh_options:
-            if o.split("=", 1)[0].strip().lower() in ("stricthostkeychecking", "userknownhostsfile"):
-                raise EdgeError(f"ssh option {o!r} is not allowed: host-key checking stays on",
-                                "add the board's key to a known_hosts file and name it with known_hosts = PATH")
-            opts += ["-o", o]
+        # one TCP connection and key exchange for the whole run, not one per command
+        opts += ["-o", "ControlMaster=auto", "-o", f"ControlPath={self._control_dir()}/%C", "-o", "ControlPersist=60"]
         return opts
+
+    def _control_dir(self) -> str:
+        if self._ctl is None:
+            import tempfile
+            base = "/tmp" if Path("/tmp").is_dir() else None  # unix socket paths must stay short
+            self._ctl = tempfile.mkdtemp(prefix="edge-ssh-", dir=base)
+        return self._ctl
+
+    def close(self) -> None:
+        if self._ctl is None:
+            return
+        args = [self._exe("ssh"), *self._options(), "-O", "exit"]
+        if self.profile.port:
+            args += ["-p", str(self.profile.port)]
+        subprocess.run([*args, self.dest], capture_output=True, timeout=30, stdin=subprocess.DEVNULL)
+        shutil.rmtree(self._ctl, ignore_errors=True)
+        self._ctl = None
 
     def _exe(self, name: str) -> str:
         exe = shutil.which(name)
@@ -164,6 +185,7 @@ class SshDevice(RemoteDevice):
         self.shell("true", "connecting", timeout=60)
 
     def state(self) -> str:
+        """A one-off check; it leaves no shared connection behind."""
         try:
             self.shell("true", "connecting", timeout=30)
             return "device"
@@ -171,6 +193,8 @@ class SshDevice(RemoteDevice):
             msg = e.message
             return ("host key unknown" if "host key" in msg else "login refused" if "refused" in msg
                     else "unreachable")
+        finally:
+            self.close()
 
     def info(self) -> dict[str, str]:
         if self._info is None:
@@ -209,6 +233,10 @@ class SshDevice(RemoteDevice):
         self.runtime_name = rt
         if rt not in runner.MEASURE or RUNTIME_FOR[artifact.target] != rt:
             raise EdgeError(f"runtime {rt} cannot run {artifact.path.name} through edge's runner")
+        system = (self.info().get("uname") or "?").split()[0]
+        if rt == "coreml" and system != "Darwin":
+            raise EdgeError(f"Core ML runs only on macOS; {self.id} runs {system}",
+                            "bench the .mlpackage on a Mac (ssh://user@mac), or the .tflite/.onnx on this board")
         self.ensure_workdir()
         script = self.push_once(Path(runner.__file__), RUNNER_NAME)
         model = self.push_once(artifact.path, artifact.path.name)
@@ -249,6 +277,8 @@ class SshDevice(RemoteDevice):
             raise EdgeError(f"{self.id}: {got['error']}", got.get("hint"))
         m = _measurement(got, self._plan.get("pin"))
         m.raw_output = res.out
+        if not self._plan.get("pin") and spec.cores not in (None, "all", "none"):
+            m.notes.append(f"--cores {spec.cores}: {self._plan.get('pin_note')}")
         return m
 
 

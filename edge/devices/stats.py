@@ -24,7 +24,7 @@ def trimmed_mean(x: Sequence[float], keep: float = 0.8) -> float:
     a = np.sort(np.asarray(x, dtype=np.float64))
     if a.size == 0:
         return math.nan
-    cut = int(math.floor(a.size * (1.0 - keep) / 2.0))
+    cut = int(math.floor(a.size * (1.0 - keep) / 2.0 + 1e-9))  # 10 samples at 0.8 drop exactly 1 each side
     a = a[cut: a.size - cut] if a.size - 2 * cut > 0 else a
     return float(a.mean())
 

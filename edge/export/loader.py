@@ -69,7 +69,8 @@ def load(model_or_name: str | nn.Module, checkpoint: str | Path | None = None, n
             raise EdgeError("options only apply to zoo models", "configure your module before passing it")
         return _from_module(model_or_name, checkpoint, name, {"kind": "module", "class": _qualname(model_or_name)})
     if not isinstance(model_or_name, str):
-        raise EdgeError(f"MODEL must be a zoo name, 'file.py:factory' or an nn.Module, got {type(model_or_name).__name__}")
+        raise EdgeError("MODEL must be a zoo name, 'file.py:factory' or an nn.Module, "
+                        f"got {type(model_or_name).__name__}")
     spec = model_or_name.strip()
     if is_file_spec(spec):
         if options:
@@ -167,7 +168,8 @@ def _from_module(model: nn.Module, checkpoint: str | Path | None, name: str | No
     meta = getattr(model, "edge_meta", {})
     mean = tuple(meta.get("mean", IMAGENET_MEAN))
     std = tuple(meta.get("std", IMAGENET_STD))
-    return LoadedModel(name=name, model=deploy, reference=model, info=None, source=source, checkpoint=ck, activations=activations,
+    return LoadedModel(name=name, model=deploy, reference=model, info=None, source=source, checkpoint=ck,
+                       activations=activations,
                        mean=mean, std=std, default_img_size=int(meta.get("img_size", DEFAULT_IMG_SIZE)))
 
 

@@ -9,6 +9,7 @@ raises :class:`~edge.errors.NumericsError` once every requested target has been 
 from __future__ import annotations
 
 import contextlib
+import importlib
 import os
 import shutil
 import sys
@@ -38,7 +39,7 @@ from edge.export.loader import LoadedModel, check_img_size, load, precheck, prob
 from edge.export.manifest import MANIFEST
 from edge.export.manifest import build as build_manifest
 from edge.export.targets import TARGETS
-from edge.export.targets.base import Target, explain_conversion_failure
+from edge.export.targets.base import ConversionError, Target, explain_conversion_failure
 
 # Order of `--target all`: fastest first, so a broken network fails early.
 ALL_ORDER = ("onnx", "tflite", "coreml")
@@ -66,7 +67,8 @@ class ExportResult:
         worst = _worst(m["numerics"])
         lay = m["ops"]["layout"]
         status = "ok" if self.passed else "FAILED numerics"
-        return (f"{m['target']}-{m['precision']}: {status}  {self.artifact}  {m['artifact']['size_bytes'] / 1e6:.2f} MB  "
+        size = m["artifact"]["size_bytes"] / 1e6
+        return (f"{m['target']}-{m['precision']}: {status}  {self.artifact}  {size:.2f} MB  "
                 f"{m['ops']['total']} ops ({lay['transpose']} transpose, {lay['reshape']} reshape)  {worst}")
 
 
@@ -106,7 +108,7 @@ def _check_precision(precision: str, targets: list[str]) -> None:
         raise EdgeError(f"unknown precision {precision!r}", f"choose from {', '.join(PRECISIONS)}")
     if precision in QUANT_PRECISIONS:
         try:
-            from edge.export import quantize as q
+            q = importlib.import_module("edge.export.quantize")
         except ImportError as e:
             raise EdgeError(f"{precision} export needs edge.export.quantize, which is not available: {e}",
                             "export fp32 or fp16, or reinstall edge") from None
@@ -154,7 +156,7 @@ class _OutDirs:
 
 
 @contextlib.contextmanager
-def _native_output_captured(enabled: bool) -> Iterator[None]:
+def native_output_captured(enabled: bool) -> Iterator[None]:
     """Converters print progress bars and C++ logs straight to fd 1/2; keep them out of the user's terminal
     (``--debug`` shows them)."""
     if not enabled:
@@ -213,10 +215,8 @@ def export(
     progress = progress or Progress()
     targets = resolve_targets(target)
     _check_precision(precision, targets)
-    if opset is not None and not 7 <= int(opset) <= 25:
-        raise EdgeError(f"--opset {opset} is out of range", "the dynamo ONNX exporter writes opsets 18 and newer")
-    if opset is not None and int(opset) < 18:
-        raise EdgeError(f"--opset {opset} is older than the dynamo exporter supports (18)", "use --opset 18 or newer")
+    if opset is not None:
+        _check_opset(int(opset))
     export_options = ExportOptions(opset=opset, channels_last=channels_last, image_input=image_input,
                                    class_labels=list(class_labels) if class_labels else None,
                                    quant=quant or QuantOptions())
@@ -228,19 +228,39 @@ def export(
     dirs = _OutDirs(out)
     dirs.ensure(out)
     try:
-        with progress.stage("load", str(model_or_name) if isinstance(model_or_name, str) else type(model_or_name).__name__):
+        what = model_or_name if isinstance(model_or_name, str) else type(model_or_name).__name__
+        t0 = time.perf_counter()
+        with progress.stage("load", what):
             loaded = load(model_or_name, checkpoint=checkpoint, name=name, options=options, seed=seed)
+        load_seconds = time.perf_counter() - t0
         img = int(img_size or loaded.default_img_size)
         check_img_size(loaded, img)
         dirs.ensure(out / loaded.name)
         shared = _reference(loaded, img, precision, progress)
-        results = []
+        shared["load_seconds"] = load_seconds
+        results: list[ExportResult] = []
+        rejected: list[EdgeError] = []
         for t in targets:
-            results.append(_export_one(loaded, TARGETS[t], precision, img, out, export_options, shared, progress,
-                                       verbose))
+            try:
+                results.append(_export_one(loaded, TARGETS[t], precision, img, out, export_options, shared,
+                                           progress, verbose))
+            except ConversionError as e:
+                if len(targets) == 1:
+                    raise
+                rejected.append(e)  # the other targets are still worth having
+                progress.info(f"  {t}-{precision} not written: {e}")
     except BaseException:
         dirs.cleanup()
         raise
+    if rejected:
+        dirs.cleanup()
+        first = rejected[0]
+        done = ", ".join(f"{r.target}-{r.precision}" for r in results) or "none"
+        err = ConversionError(f"{first.message} (written: {done})", first.hint, op=getattr(first, "op", None),
+                              module_path=getattr(first, "module_path", None), target=getattr(first, "target", None))
+        err.results = results  # type: ignore[attr-defined]
+        err.errors = rejected  # type: ignore[attr-defined]
+        raise err
     failed = [r for r in results if not r.passed]
     progress.info(f"done in {time.perf_counter() - t_start:.1f}s")
     if failed and strict:
@@ -255,20 +275,38 @@ def export(
     return results
 
 
+def _check_opset(opset: int) -> None:
+    import onnx.defs
+
+    newest = onnx.defs.onnx_opset_version()
+    if not 18 <= opset <= newest:
+        raise EdgeError(f"--opset {opset} is not available",
+                        f"the dynamo ONNX exporter writes opsets 18 to {newest} with the installed onnx")
+
+
+def reference_outputs(model: torch.nn.Module, inputs: torch.Tensor) -> list[np.ndarray]:
+    """Outputs over the verification set: one batch, or one image at a time for batch-1-only networks."""
+    with torch.no_grad():
+        try:
+            y = model(inputs)
+            ys = list(y) if isinstance(y, (tuple, list)) else [y]
+        except Exception:  # noqa: BLE001 - e.g. a reshape hard-coded to batch 1; the probe already ran batch 1
+            per = [model(inputs[i:i + 1]) for i in range(inputs.shape[0])]
+            per = [list(p) if isinstance(p, (tuple, list)) else [p] for p in per]
+            ys = [torch.cat([p[k] for p in per]) for k in range(len(per[0]))]
+    return [t.detach().float().numpy() for t in ys]
+
+
 def _reference(loaded: LoadedModel, img: int, precision: str, progress: Progress) -> dict[str, Any]:
     """The verification set and the PyTorch outputs every artifact is compared with (shared by all targets)."""
     with progress.stage("reference", f"PyTorch on {numerics.VERIFY_SAMPLES[precision]} verification images"):
         t0 = time.perf_counter()
-        example = torch.zeros(1, 3, img, img)
         n = numerics.VERIFY_SAMPLES[precision]
         inputs = numerics.verification_inputs(img, loaded.mean, loaded.std, loaded.crop_pct, loaded.interpolation, n)
         example = inputs[:1].clone()
         outs = probe(loaded, example)
-        with torch.no_grad():
-            ref = loaded.reference(inputs)
-            dep = loaded.model(inputs)
-        ref_list = [r.detach().float().numpy() for r in (ref if isinstance(ref, (tuple, list)) else [ref])]
-        dep_list = [d.detach().float().numpy() for d in (dep if isinstance(dep, (tuple, list)) else [dep])]
+        ref_list = reference_outputs(loaded.reference, inputs)
+        dep_list = reference_outputs(loaded.model, inputs)
         names = _output_names(outs)
         deploy_check = {nm: numerics.compare(r, d) for nm, r, d in zip(names, ref_list, dep_list)}
         return {
@@ -315,7 +353,7 @@ def _export_one(loaded: LoadedModel, target: Target, precision: str, img: int, o
             stages["trace"] = time.perf_counter() - t0
 
         t0 = time.perf_counter()
-        with progress.stage("convert", label), _native_output_captured(not verbose):
+        with progress.stage("convert", label), native_output_captured(not verbose):
             try:
                 artifact = target.convert(ctx)
             except (EdgeError, KeyboardInterrupt):
@@ -325,19 +363,18 @@ def _export_one(loaded: LoadedModel, target: Target, precision: str, img: int, o
         stages["convert"] = time.perf_counter() - t0
 
         if quantized:
-            from edge.export import quantize as q
-
+            q = importlib.import_module("edge.export.quantize")
             ctx.float_artifact = artifact
             ctx.workdir = tmp
             t0 = time.perf_counter()
-            with progress.stage("quantize", label), _native_output_captured(not verbose):
+            with progress.stage("quantize", label), native_output_captured(not verbose):
                 artifact = q.quantize(ctx)
             stages["quantize"] = time.perf_counter() - t0
             shutil.rmtree(tmp / ".float", ignore_errors=True)
             ctx.float_artifact = None
 
         t0 = time.perf_counter()
-        with progress.stage("verify", label), _native_output_captured(not verbose):
+        with progress.stage("verify", label), native_output_captured(not verbose):
             inputs, outputs = _io(target, artifact, ctx)
             io = {"inputs": inputs, "outputs": outputs, "preprocess": loaded.preprocess(img),
                   "image_input": ctx.extras.get("image_input")}
@@ -352,7 +389,7 @@ def _export_one(loaded: LoadedModel, target: Target, precision: str, img: int, o
             sha = sha256_path(artifact)
             size = path_size(artifact)
             stages["write"] = time.perf_counter() - t0
-            all_stages = {"load": progress.times.get("load", 0.0), "reference": shared["reference_seconds"], **stages}
+            all_stages = {"load": shared["load_seconds"], "reference": shared["reference_seconds"], **stages}
             manifest = build_manifest(
                 loaded=loaded, target=target, ctx=ctx, artifact=artifact, artifact_sha256=sha, size_bytes=size,
                 inputs=inputs, outputs=outputs, histogram=histogram, numerics=report, stage_seconds=all_stages,

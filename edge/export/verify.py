@@ -20,6 +20,7 @@ from edge.errors import EdgeError, NumericsError
 from edge.export import numerics
 from edge.export.loader import load
 from edge.export.manifest import read
+from edge.export.pipeline import native_output_captured, reference_outputs
 from edge.export.targets import TARGETS
 
 
@@ -65,14 +66,12 @@ def verify(export_dir: str | os.PathLike[str], model: torch.nn.Module | None = N
     with progress.stage("reference", f"PyTorch on {n} verification images"):
         inputs = numerics.verification_inputs(int(m["img_size"]), pp["mean"], pp["std"], pp.get("crop_pct", 0.875),
                                               pp.get("interpolation", "bilinear"), n, seed=seed)
-        with torch.no_grad():
-            ref = loaded.reference(inputs)
-        ref_list = [r.detach().float().numpy() for r in (ref if isinstance(ref, (tuple, list)) else [ref])]
+        ref_list = reference_outputs(loaded.reference, inputs)
     names = list((num.get("outputs") or {}).keys()) or _default_names(ref_list)
     io = {"inputs": m["inputs"], "outputs": m["outputs"], "preprocess": pp, "image_input": m.get("image_input")}
     from edge.export.pipeline import check_artifact
 
-    with progress.stage("verify", f"{m['target']}-{precision}"):
+    with progress.stage("verify", f"{m['target']}-{precision}"), native_output_captured(True):
         report = check_artifact(target, artifact, io, precision, inputs, ref_list, names)
     result = VerifyResult(path=d, manifest=m, report=report, passed=bool(report["passed"]))
     if not result.passed and strict:

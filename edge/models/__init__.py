@@ -129,15 +129,26 @@ def create(
     return model
 
 
-def complexity(name: str) -> dict[str, Any]:
-    """Counted params and MACs beside the paper's, under the paper's stated conventions."""
-    info = get_info(name)
-    torch.manual_seed(0)
+def _count(info: ModelInfo) -> tuple[int, int, int, int]:
     model = info.builder(**info.builder_kwargs).eval()
     params = count_params(model)
     macs = count_macs(model, info.input_size)
     paper_params = info.count_paper_params(model) if info.count_paper_params else params
     paper_macs = info.count_paper_macs(model, info.input_size) if info.count_paper_macs else macs
+    return params, macs, paper_params, paper_macs
+
+
+def complexity(name: str) -> dict[str, Any]:
+    """Counted params and MACs beside the paper's, under the paper's stated conventions."""
+    info = get_info(name)
+    try:
+        # Shapes are all that counting needs: on the meta device nothing is initialised or computed.
+        with torch.device("meta"):
+            counted = _count(info)
+    except (RuntimeError, NotImplementedError):
+        torch.manual_seed(0)
+        counted = _count(info)
+    params, macs, paper_params, paper_macs = counted
     p = info.paper
 
     def diff(ours: float, theirs: float | None) -> float | None:

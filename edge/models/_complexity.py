@@ -16,7 +16,7 @@ def count_macs(model: nn.Module, input_size: tuple[int, ...]) -> int:
     """Multiply-adds of one batch-1 forward: torch.utils.flop_counter FLOPs / 2 (conv, linear, matmul, sdpa)."""
     was_training = model.training
     model.eval()
-    x = torch.zeros(1, *input_size)
+    x = torch.zeros(1, *input_size, device=next(model.parameters()).device)
     with FlopCounterMode(display=False) as counter:
         model(x)
     model.train(was_training)

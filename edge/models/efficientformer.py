@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from edge.errors import EdgeError
 from edge.models._layers import fold_bn_into
 from edge.models._registry import LatencyClaim, ModelInfo, PaperNumbers, Preprocess, register
 
@@ -320,7 +321,7 @@ class EfficientFormer(nn.Module):
                  img_size: int = 224, mlp_ratio: float = 4.0, layer_scale_init: float = 1e-5) -> None:
         super().__init__()
         if img_size % 32 or img_size < 64:
-            raise ValueError(f"img_size must be a multiple of 32 and at least 64, got {img_size}")
+            raise EdgeError(f"img_size {img_size} is not supported", "use a multiple of 32, at least 64 (default 224)")
         self.img_size = img_size
         self.num_classes = num_classes
         self.stem = Stem4(3, embed_dims[0])

@@ -379,7 +379,7 @@ class EfficientFormerV2(nn.Module):
         super().__init__()
         if img_size % 32 or img_size < 64:
             # Stage 3's half-resolution attention upsamples by 2, so the stride-16 map must have an even size.
-            raise ValueError(f"img_size must be a multiple of 32 and at least 64, got {img_size}")
+            raise EdgeError(f"img_size {img_size} is not supported", "use a multiple of 32, at least 64 (default 224)")
         self.img_size = img_size
         self.num_classes = num_classes
         self.stem = Stem4(3, embed_dims[0])

@@ -207,8 +207,6 @@ _PARAMS_CONVENTION = "all parameters of the training-form network (BatchNorm aff
 _MACS_CONVENTION = ("conv + linear MACs from torch.utils.flop_counter (FLOPs / 2), batch 1, 224x224 (the papers' "
                     "'FLOPs'); activations, BN, pooling, DFC sigmoid/upsampling and residual adds not counted")
 _PHONE = "ARM-based mobile phone"
-_V1_FIG = "GhostNet (arXiv 1911.11907) latency-vs-accuracy figure, read off +-1 ms"
-_V1_TABLE = "GhostNet (arXiv 1911.11907) ImageNet comparison table"
 
 _VARIANTS = (
     # name, aliases, width, version, params M, MACs M, top-1, latency ms (None: not in the figure), timm name
@@ -220,18 +218,16 @@ _VARIANTS = (
 
 
 def _paper(version: str, params: float, macs: float, top1: float, ms: float | None) -> PaperNumbers:
-    if version == "v1":
-        claims = () if ms is None else (
-            LatencyClaim(ms=ms, device=_PHONE, runtime="TFLite", threads=1, source=_V1_FIG, note="batch 1"),)
-        return PaperNumbers(arxiv="1911.11907", params_m=params, macs_m=macs, top1=top1, latency=claims,
-                            source=_V1_TABLE)
-    claim = LatencyClaim(
-        ms=ms or 0.0, device=_PHONE, runtime="TFLite", threads=1,
-        source="GhostNetV2 (arXiv 2211.12905) latency-vs-accuracy figure, read off +-1 ms",
-        note="'the same kind of phone' as GhostNet's figure; runtime and threads assumed to be GhostNet's")
-    return PaperNumbers(arxiv="2211.12905", params_m=params, macs_m=macs, top1=top1, latency=(claim,),
-                        source="GhostNetV2 (arXiv 2211.12905) ImageNet comparison table",
-                        unconfirmed=("latency.runtime", "latency.threads"))
+    v1 = version == "v1"
+    arxiv = "1911.11907" if v1 else "2211.12905"
+    title = f"{'GhostNet' if v1 else 'GhostNetV2'} (arXiv {arxiv})"
+    note = "batch 1" if v1 else "'the same kind of phone' as GhostNet's figure; runtime and threads assumed equal"
+    claims = () if ms is None else (LatencyClaim(
+        ms=ms, device=_PHONE, runtime="TFLite", threads=1,
+        source=f"{title} latency-vs-accuracy figure, read off +-1 ms", note=note),)
+    return PaperNumbers(arxiv=arxiv, params_m=params, macs_m=macs, top1=top1, latency=claims,
+                        source=f"{title} ImageNet comparison table",
+                        unconfirmed=() if v1 else ("latency.runtime", "latency.threads"))
 
 
 for _name, _aliases, _width, _version, _params, _macs, _top1, _ms, _timm in _VARIANTS:

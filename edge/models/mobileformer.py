@@ -60,6 +60,24 @@ def _conv_bn(cin: int, cout: int, k: int = 1, stride: int = 1, groups: int = 1) 
     return [nn.Conv2d(cin, cout, k, stride, k // 2, groups=groups, bias=False), nn.BatchNorm2d(cout)]
 
 
+class TokenNorm(nn.LayerNorm):
+    """LayerNorm over the token dimension. Deploy form spells it out as ``mean((x - mu)^2 + eps)``: converters
+    lower that with keep-dims reductions, where ``nn.LayerNorm`` costs four RESHAPEs per norm in TFLite."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__(dim)
+        self.explicit = False
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.explicit:
+            return super().forward(x)
+        d = x - x.mean(-1, keepdim=True)
+        return d * torch.rsqrt((d * d + self.eps).mean(-1, keepdim=True)) * self.weight + self.bias
+
+    def reparameterize(self) -> None:
+        self.explicit = True
+
+
 class DynamicReLU(nn.Module):
     """Dynamic ReLU-B: ``max(a1 * x, a2 * x)`` with per-sample, per-channel slopes from the tokens.
 
@@ -93,6 +111,7 @@ class DyReLUCoefficients(nn.Module):
         self.gain = 2.0
 
     def forward(self, token0: torch.Tensor) -> torch.Tensor:
+        """token0 [B, 1, D] -> coefficients [B, 2C, 1, 1]."""
         a = self.hyper(token0)
         if self.gain != 1.0:
             a = a * self.gain
@@ -141,7 +160,7 @@ class MobileToFormer(nn.Module):
         self.alpha = nn.Sequential(nn.Linear(token_dim, channels), nn.Hardsigmoid())
         self.q = nn.Linear(token_dim, channels)
         self.proj = nn.Linear(channels, token_dim)
-        self.layer_norm = nn.LayerNorm(token_dim)
+        self.layer_norm = TokenNorm(token_dim)
 
     def forward(self, x: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         xs = _flatten_hw(x)  # [B, HW, C], keys and values
@@ -158,8 +177,11 @@ class MobileToFormer(nn.Module):
             _scale_linear_(self.q, self.scale)
             self.scale = 1.0
         if self.alpha_gain != 1.0:
+            # 2 * relu6(z + 3) / 6: the +3 goes into alpha's bias, the 2/6 into proj (proj(t * g) == (g W) t + b)
+            _scale_linear_(self.alpha[0], 1.0, 3.0)
+            self.alpha[1] = nn.ReLU6()
             with torch.no_grad():
-                self.proj.weight.mul_(self.alpha_gain)  # proj(t * g) == (g * W) t + b
+                self.proj.weight.mul_(self.alpha_gain / 6.0)
             self.alpha_gain = 1.0
 
 
@@ -176,10 +198,10 @@ class Former(nn.Module):
         self.ffn = nn.Sequential(
             nn.Linear(token_dim, token_dim * ffn_expansion), nn.GELU(), nn.Linear(token_dim * ffn_expansion, token_dim)
         )
-        self.ffn_norm = nn.LayerNorm(token_dim)
+        self.ffn_norm = TokenNorm(token_dim)
         self.q = nn.Linear(token_dim, token_dim)
         self.channel_mlp = nn.Linear(token_dim, token_dim)
-        self.layer_norm = nn.LayerNorm(token_dim)
+        self.layer_norm = TokenNorm(token_dim)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         q = self.q(tokens)
@@ -272,7 +294,7 @@ class BottleneckBlock(Bridges):
 
     def forward(self, x: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         tokens = self.global_block(self.local_global(x, tokens))
-        token0 = tokens[:, 0]
+        token0 = tokens[:, :1]
         out = self.act1(self.conv1(x), self.hyper1(token0))
         out = self.act2(self.conv2(out), self.hyper2(token0))
         out = self.conv3(out)
@@ -303,7 +325,7 @@ class DoubleDwBlock(Bridges):
 
     def forward(self, x: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         tokens = self.global_block(self.local_global(x, tokens))
-        token0 = tokens[:, 0]
+        token0 = tokens[:, :1]
         mid = self.conv2(self.act1(self.conv1(x), self.hyper1(token0)))
         out = self.conv4(self.act3(self.conv3(mid), self.hyper3(token0))) + mid
         out = self.global_local(out, tokens)

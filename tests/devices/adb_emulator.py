@@ -13,9 +13,10 @@ this instead (``adb connect 127.0.0.1:PORT``). It implements what the client nee
 
 Commands run with ``/bin/sh -c`` in a *sandbox* folder that stands in for the phone's filesystem. Absolute
 device paths under ``/data``, ``/sys`` and ``/sdcard`` are rewritten into the sandbox (in shell command
-lines and in sync paths), so ``cat /sys/devices/system/cpu/cpu4/cpufreq/cpuinfo_max_freq`` reads the
-sandbox's fake sysfs. ``make_sandbox`` writes cpufreq files per core (big and little cores with different
-maximum frequencies), thermal zones, and fake ``getprop``, ``dumpsys`` and ``taskset`` scripts that sit first
+lines and in sync paths, and back again in shell output), so
+``cat /sys/devices/system/cpu/cpu4/cpufreq/cpuinfo_max_freq`` reads the sandbox's fake sysfs.
+``make_sandbox`` writes cpufreq files per core (big and little cores with different maximum frequencies),
+thermal zones, and fake ``getprop``, ``dumpsys`` and ``taskset`` scripts that sit first
 on the shell's PATH (the real ones cannot exist on a Linux build host; the fake taskset logs the mask it
 was asked for and runs the command without pinning, since the host has fewer cores than a phone).
 
@@ -145,6 +146,7 @@ class _ShellStream(_Stream):
             data = pipe.read1(32 * 1024) if hasattr(pipe, "read1") else pipe.read(32 * 1024)
             if not data:
                 return
+            data = data.replace(self.conn.emu.sandbox_prefix, b"/")  # sandbox paths read as device paths
             with self.lock:
                 if not self.write(self._packet(kind, data)):
                     return
@@ -444,6 +446,7 @@ class AdbEmulator:
     def __init__(self, sandbox: str | os.PathLike[str], model: str = "EdgeEmu 8", device: str = "edgeemu",
                  extra_env: dict[str, str] | None = None) -> None:
         self.sandbox = Path(sandbox).resolve()
+        self.sandbox_prefix = str(self.sandbox).encode() + b"/"
         if any(c in str(self.sandbox) for c in " '\"\\$`;"):
             raise ValueError(f"sandbox path must be plain (it is substituted into shell lines): {self.sandbox}")
         self.model = model

@@ -62,9 +62,9 @@ def tiny_models(tmp_path_factory) -> dict[str, Path]:
 
 
 # ---------------------------------------------------------------------------------------- phone binaries
-def write_standin(path: Path) -> Path:
-    """The stand-in benchmark_model (see standin_benchmark_model.py), runnable by the emulated phone."""
-    body = (HERE / "standin_benchmark_model.py").read_text()
+def write_standin(path: Path, source: str = "standin_benchmark_model.py") -> Path:
+    """A stand-in benchmark binary (standin_*.py), made runnable by the emulated phone."""
+    body = (HERE / source).read_text()
     path.write_text(f"#!{sys.executable}\nimport sys\nsys.path.insert(0, {str(REPO)!r})\n" + body)
     path.chmod(0o755)
     return path
@@ -92,8 +92,9 @@ def write_elf(path: Path, machine: int, elf_class: int = 2) -> Path:
 @pytest.fixture(scope="session")
 def phone_bins(tmp_path_factory) -> dict[str, Path]:
     d = tmp_path_factory.mktemp("phone-bins")
-    return {"benchmark_model": write_standin(d / "benchmark_model"), "crash": write_crasher(d / "crashing_model"),
-            "x86_64": write_elf(d / "benchmark_model_x86_64", 62)}
+    return {"benchmark_model": write_standin(d / "benchmark_model"),
+            "onnxruntime_perf_test": write_standin(d / "onnxruntime_perf_test", "standin_perf_test.py"),
+            "crash": write_crasher(d / "crashing_model"), "x86_64": write_elf(d / "benchmark_model_x86_64", 62)}
 
 
 # -------------------------------------------------------------------------------------------- adb + phones

@@ -98,8 +98,9 @@ def main(argv):
     if flags.get("report_peak_memory_footprint") == "true":
         print(f"INFO: Overall peak memory footprint (MB) via periodic monitoring: {_rss_mb('VmHWM'):g}")
     if flags.get("enable_op_profiling") == "true" and flags.get("profiling_output_csv_file"):
-        plain = Interpreter(model_path=graph, experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
-        ops = [o for o in plain._get_ops_details()]
+        plain = Interpreter(model_path=graph,
+                            experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+        ops = plain._get_ops_details()
         each = statistics.mean(r) / 1e3 / max(1, len(ops))
         with open(flags["profiling_output_csv_file"], "w") as f:
             f.write("Operator-wise Profiling Info for Regular Benchmark Runs:\nRun Order\n")

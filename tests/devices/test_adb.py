@@ -45,9 +45,41 @@ def test_emulator_speaks_adb(adb_env, phone, tmp_path):
     back = tmp_path / "back.bin"
     assert adb_env.run("-s", phone.serial, "pull", "/data/local/tmp/x/blob.bin", str(back)).returncode == 0
     assert back.read_bytes() == blob.read_bytes()
+    r = adb_env.run("-s", phone.serial, "pull", "/data/local/tmp/x", str(tmp_path / "dir"))  # LIST, then RECV
+    assert r.returncode == 0 and (tmp_path / "dir" / "blob.bin").read_bytes() == blob.read_bytes()
     r = adb_env.run("-s", phone.serial, "pull", "/data/local/tmp/missing", str(tmp_path / "m"))
     assert r.returncode != 0 and "does not exist" in (r.stdout + r.stderr)
     assert any(s.startswith("shell,v2,") for s in phone.emu.services)
+    dev = AdbDevice(Profile(name="adb", transport="adb"))
+    dev.open()  # no serial: the one attached device is picked
+    assert dev.serial == phone.serial
+
+
+def test_emulator_kills_the_shell_process_group(adb_env, phone):
+    """Closing an adb shell stream (the client is killed) kills the command's children on the phone too."""
+    import os
+    import subprocess
+    import time
+
+    client = subprocess.Popen([adb_env.adb, "-s", phone.serial, "shell",
+                               "sleep 30 & echo $! > /data/local/tmp/child.pid; wait"])
+    pid_file = phone.root / "data/local/tmp/child.pid"
+    for _ in range(100):
+        if pid_file.exists() and pid_file.read_text().strip():
+            break
+        time.sleep(0.05)
+    child = int(pid_file.read_text())
+    os.kill(child, 0)  # running
+    client.kill()
+    client.wait()
+    for _ in range(100):
+        try:
+            os.kill(child, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.05)
+    else:
+        pytest.fail("the shell's child outlived its closed stream")
 
 
 def test_bench_on_phone(adb_env, phone, phone_bins, tiny_models, tmp_path):
@@ -79,6 +111,20 @@ def test_bench_on_phone(adb_env, phone, phone_bins, tiny_models, tmp_path):
     assert (tmp_path / "results" / (trials[0]["raw"] + "-op_profile.csv")).is_file()
 
 
+def test_onnx_on_phone_with_perf_test(adb_env, phone, phone_bins, tiny_models, tmp_path):
+    """ONNX runs through onnxruntime_perf_test; its profile JSON is pulled and gives per-op times and coverage."""
+    rep = _bench(phone, tiny_models["onnx"], tmp_path, binary=str(phone_bins["onnxruntime_perf_test"]), trials=1,
+                 op_profile=True)
+    (s,) = rep.summaries
+    assert s["runtime"] == "onnxruntime_perf_test" and s["delegate"] == "cpu"
+    t = read_jsonl(tmp_path / "results" / "trials.jsonl")[0]
+    assert t["measured_runs"] == 5 and t["latency_ms"]["p90"] >= t["latency_ms"]["median"] > 0
+    assert {r["op"] for r in t["op_profile"]} >= {"Conv", "CumSum"}
+    assert s["delegate_coverage"]["delegate"] == "CPUExecutionProvider"
+    assert s["delegate_coverage"]["delegated"] == s["delegate_coverage"]["total"]
+    assert any(p.name.startswith("ort_profile") for p in (phone.root / "data/local/tmp/edge").iterdir())
+
+
 def test_quoting_odd_names(adb_env, phone, phone_bins, tiny_models, tmp_path):
     """Spaces, quotes and ';' in file and folder names reach the phone as data, never as shell syntax."""
     odd = copy_model(tiny_models["tflite"], tmp_path / "my model's \"v1\"; touch PWNED.tflite")
@@ -108,30 +154,27 @@ def test_cooldown_waits_for_max_temp(adb_env, tmp_path, phone_bins, tiny_models)
 
 
 def test_drop_mid_run_keeps_trials_and_resumes(adb_env, phone, phone_bins, tiny_models, tmp_path):
-    """The phone drops during trial 3: trials 1-2 stay on disk, the error says so, --resume finishes 3-4."""
+    """The phone drops during trial 2: trial 1 stays on disk, the error says so, --resume finishes 2-3."""
     out = tmp_path / "results"
-    phone.emu.drop_after(2, match="benchmark_model")
-    rc = main(["bench", str(tiny_models["tflite"]), "--device", f"adb:{phone.serial}", "--binary",
-               str(phone_bins["benchmark_model"]), "--runs", "3", "--warmup", "1", "--trials", "4", "--out",
-               str(out), "--quiet"])
-    assert rc == DeviceError.exit_code
+    argv = ["bench", str(tiny_models["tflite"]), "--device", f"adb:{phone.serial}", "--binary",
+            str(phone_bins["benchmark_model"]), "--runs", "3", "--warmup", "1", "--trials", "3", "--out", str(out),
+            "--quiet"]
+    phone.emu.drop_after(1, match="--num_runs")  # count the benchmark runs only
+    assert main(argv) == DeviceError.exit_code
     kept = read_jsonl(out / "trials.jsonl")
-    assert [t["trial"] for t in kept] == [1, 2]
+    assert [t["trial"] for t in kept] == [1]
     partial = load_summaries(out)
-    assert len(partial) == 1 and partial[0]["complete"] is False and partial[0]["trials"] == 2
-    rc = main(["bench", str(tiny_models["tflite"]), "--device", f"adb:{phone.serial}", "--binary",
-               str(phone_bins["benchmark_model"]), "--runs", "3", "--warmup", "1", "--trials", "4", "--out",
-               str(out), "--quiet", "--resume"])
-    assert rc == 0
+    assert len(partial) == 1 and partial[0]["complete"] is False and partial[0]["trials"] == 1
+    assert main([*argv, "--resume"]) == 0
     trials = read_jsonl(out / "trials.jsonl")
-    assert [t["trial"] for t in trials] == [1, 2, 3, 4]
+    assert [t["trial"] for t in trials] == [1, 2, 3]
     assert len({t["run_id"] for t in trials}) == 1
     (s,) = load_summaries(out)
-    assert s["complete"] and s["trials"] == 4 and len(s["trial_medians_ms"]) == 4
+    assert s["complete"] and s["trials"] == 3 and len(s["trial_medians_ms"]) == 3
 
 
 def test_drop_error_message(adb_env, phone, phone_bins, tiny_models, tmp_path, capsys):
-    phone.emu.drop_after(0, match="benchmark_model")
+    phone.emu.drop_after(0, match="--num_runs")
     rc = main(["bench", str(tiny_models["tflite"]), "-d", f"adb:{phone.serial}", "--binary",
                str(phone_bins["benchmark_model"]), "--runs", "2", "--trials", "2", "--out", str(tmp_path / "r"), "-q"])
     err = capsys.readouterr().err

@@ -404,7 +404,7 @@ def thresholded_relu(x, alpha):
 
 @kernel("clip", x=T(), alpha=V(), beta=V())
 def clip(x, alpha, beta):
-    return torch.minimum(torch.maximum(x, torch.tensor(float(alpha))), torch.tensor(float(beta)))
+    return x.clamp(min=alpha).clamp(max=beta)  # min(max(x, alpha), beta), also when alpha > beta
 
 
 @kernel("leaky_relu", x=T(), alpha=V(0.01))
@@ -526,9 +526,10 @@ def conv(x, weight, bias, strides, pad_type, pad, dilations, groups):
     strides = strides or [1] * n
     dilations = dilations or [1] * n
     pads = _spatial_pads(pad_type, pad, list(x.shape[2:]), list(weight.shape[2:]), strides, dilations)
-    x = F.pad(x, _torch_pad(pads))
     fn = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}[n]
-    return fn(x, weight, bias, stride=strides, dilation=dilations, groups=groups)
+    if all(pads[2 * i] == pads[2 * i + 1] for i in range(n)):  # symmetric: let the conv pad (no copy)
+        return fn(x, weight, bias, stride=strides, padding=pads[::2], dilation=dilations, groups=groups)
+    return fn(F.pad(x, _torch_pad(pads)), weight, bias, stride=strides, dilation=dilations, groups=groups)
 
 
 @kernel("conv_transpose", x=T(), weight=T(), bias=T(None), pad=V(None), output_shape=V(None),

@@ -192,15 +192,17 @@ def entropy_threshold(hist: np.ndarray, top: float, levels: int = 128) -> float:
     nbins = len(hist)
     best, best_i = np.inf, nbins
     for i in range(levels, nbins + 1, 16):
-        p = hist[:i].copy()
-        p[i - 1] += hist[i:].sum()  # clipped mass goes to the last bin
+        kept = hist[:i]
+        p = kept.copy()
+        p[i - 1] += hist[i:].sum()  # the reference keeps the clipped mass, in its last bin
         if p.sum() == 0:
             continue
-        # merge i bins into `levels` quantization bins, then spread each back over its non-empty source bins
+        # the candidate: the kept bins merged into `levels` quantization bins, each spread back evenly over its
+        # non-empty source bins (it cannot represent the clipped mass)
         idx = (np.arange(i) * levels) // i
-        merged = np.bincount(idx, weights=p, minlength=levels)
-        nonzero = np.bincount(idx, weights=(p > 0).astype(np.float64), minlength=levels)
-        q = np.where(p > 0, merged[idx] / np.maximum(nonzero[idx], 1), 0.0)
+        merged = np.bincount(idx, weights=kept, minlength=levels)
+        nonzero = np.bincount(idx, weights=(kept > 0).astype(np.float64), minlength=levels)
+        q = np.where(kept > 0, merged[idx] / np.maximum(nonzero[idx], 1), 0.0)
         pn, qn = p / p.sum(), q / max(q.sum(), 1e-30)
         mask = pn > 0
         kl = float(np.sum(pn[mask] * np.log(pn[mask] / np.maximum(qn[mask], 1e-30))))

@@ -11,7 +11,8 @@
   compute stays float. (ORT's MatMulNBits covers MatMul only, which would leave the convolutions -- most of a
   CNN's bytes -- in float.)
 - w8a16: QDQ with int16 activations (opset-21 Q/DQ); int8 per-channel weights.
-- int8dyn: ``quantize_dynamic``: int8 per-channel weights, activation scales computed at run time.
+- int8dyn: ``quantize_dynamic``: int8 per-channel weights (7-bit range, as int8), activation scales computed at run
+  time.
 
 ``--keep-float`` names go to ``nodes_to_exclude``; ``--auto-mixed N`` re-quantizes with the N layers that lose the
 most SQNR excluded (see :mod:`edge.export.quantize.fidelity`).
@@ -73,8 +74,11 @@ def quantize(ctx: ExportContext) -> Path:
         excluded = graph.resolve(q.keep_float)
         cache = tmp / "ranges.json"
 
+        int8_format = getattr(q, "onnx_format", None) or DEFAULT_INT8_FORMAT
+
         def build(exclude: Sequence[str], path: Path) -> Path:
-            return quantize_file(ctx.precision, pre, path, calib, q.calib_method, exclude, layout_nhwc, cache)
+            return quantize_file(ctx.precision, pre, path, calib, q.calib_method, exclude, layout_nhwc, cache,
+                                 int8_format)
 
         with ctx.progress.stage("quantize", f"onnx {ctx.precision}"):
             artifact = build(excluded, tmp / "q.onnx")
@@ -89,7 +93,7 @@ def quantize(ctx: ExportContext) -> Path:
             "mode": ctx.precision,
             "how": _how(ctx.precision),
             "tool": "onnxruntime.quantization",
-            "format": _format(ctx.precision),
+            "format": _format(ctx.precision, int8_format),
             "calibration": calib.record() if calib is not None else None,
             "keep_float": list(report.get("kept_float", excluded)),
             **report,
@@ -107,10 +111,13 @@ def _how(precision: str) -> str:
     return MODES["onnx"][precision]
 
 
-def _format(precision: str) -> str:
-    return {"int8": "QDQ (uint8 activations, int8 per-channel weights)", "int8w": "int8 weights + DequantizeLinear",
-            "w8a16": "QDQ (int16 activations, int8 per-channel weights, opset 21)",
-            "int8dyn": "dynamic (ConvInteger/MatMulInteger/DynamicQuantizeLinear)"}[precision]
+def _format(precision: str, int8_format: str = DEFAULT_INT8_FORMAT) -> str:
+    if precision == "int8":
+        fmt, act = int8_format.split("-")
+        return (f"{'QDQ' if fmt == 'qdq' else 'QOperator'}, {'uint8' if act.startswith('u8') else 'int8'} activations, "
+                f"int8 per-channel weights{' (7-bit range: reduce_range)' if act.endswith('r') else ''}")
+    return {"int8w": "int8 weights + DequantizeLinear", "w8a16": "QDQ, int16 activations, int8 per-channel weights "
+            "(opset 21)", "int8dyn": "dynamic (ConvInteger / MatMulInteger / DynamicQuantizeLinear)"}[precision]
 
 
 def recommended_runtime(precision: str) -> dict[str, str]:
@@ -174,8 +181,9 @@ def quantize_file(precision: str, pre: Path, out: Path, calib: CalibrationSet | 
         onnx.save_model(model, str(out))
         return out
     if precision == "int8dyn":
-        quantize_dynamic(str(pre), str(out), per_channel=True, weight_type=QuantType.QInt8, nodes_to_exclude=exclude,
-                         extra_options={"MatMulConstBOnly": True})
+        # reduce_range for the same x86 u8 x s8 saturation as int8: measured 17 -> 33 dB on the test network
+        quantize_dynamic(str(pre), str(out), per_channel=True, reduce_range=True, weight_type=QuantType.QInt8,
+                         nodes_to_exclude=exclude, extra_options={"MatMulConstBOnly": True})
         return out
     if calib is None:
         raise EdgeError(f"{precision} needs calibration images", "pass --calib DIR or leave it out for the built-in set")

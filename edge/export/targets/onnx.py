@@ -21,6 +21,22 @@ if TYPE_CHECKING:
 DEFAULT_OPSET = 18
 
 
+def _metadata(ctx: ExportContext) -> dict[str, str]:
+    """What an app needs beside the graph, as ONNX metadata_props (the manifest holds the same)."""
+    import json
+
+    meta = {
+        "edge.model": ctx.name,
+        "edge.precision": ctx.precision,
+        "edge.img_size": str(ctx.img_size),
+        "edge.preprocess": json.dumps({"mean": list(ctx.mean), "std": list(ctx.std)}),
+        "edge.input_layout": "NHWC" if ctx.options.channels_last else "NCHW",
+    }
+    if ctx.options.class_labels:
+        meta["edge.class_labels"] = json.dumps(list(ctx.options.class_labels))
+    return meta
+
+
 class OnnxTarget(Target):
     name = "onnx"
     artifact_name = "model.onnx"
@@ -44,12 +60,15 @@ class OnnxTarget(Target):
             verbose=False,
         )
         program.save(str(path), external_data=False)
+        import onnx
+
+        model = onnx.load(str(path))
         if ctx.precision == "fp16":
-            import onnx
             from onnxruntime.transformers.float16 import convert_float_to_float16
 
-            m16 = convert_float_to_float16(onnx.load(str(path)), keep_io_types=True)
-            onnx.save(m16, str(path))
+            model = convert_float_to_float16(model, keep_io_types=True)
+        onnx.helper.set_model_props(model, _metadata(ctx))
+        onnx.save(model, str(path))
         return path
 
     def runner(self, artifact: Path, io: dict[str, Any]) -> Runner:

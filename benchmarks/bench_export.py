@@ -1,0 +1,344 @@
+"""Export speed and artifact host latency, written to docs/export-bench.md.
+
+    .venv/bin/python benchmarks/bench_export.py                       # one variant per family
+    .venv/bin/python benchmarks/bench_export.py --models ghostnet-1.0x --runs 100
+
+Per model:
+1. ``edge.export.export(name, target="all")``: wall time of each stage (from the manifests) and in total.
+2. The bare converter calls on the same deploy-form network (``torch.onnx.export`` + save, ``litert_torch.convert``
+   + export, ``torch.export`` + ``coremltools.convert`` + save), timed after the pipeline so both run warm.
+   Pipeline overhead = (pipeline total - model build - bare converters) / bare converters, given with and
+   without the numerics check.
+3. Host latency of each artifact against PyTorch eager (same deploy-form network), 1 and 2 threads: ONNX Runtime
+   (CPU EP), LiteRT interpreter with its default XNNPACK delegate (NCHW and ``--channels-last`` artifacts). Median
+   and 10th percentile of ``--runs`` timed runs after warm-up (2-thread medians are bimodal on a 2-core VM).
+   Core ML cannot execute on Linux, so it has no latency row here.
+
+Results go to ``OUT/bench.jsonl`` (one record per model, appended as it finishes) and ``docs/export-bench.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+GOAL_ALL_S = 60.0
+GOAL_OVERHEAD = 0.10
+
+
+def _load() -> str:
+    try:
+        return " / ".join(f"{v:.1f}" for v in os.getloadavg())
+    except OSError:
+        return "?"
+
+
+def _percentiles(samples: list[float]) -> dict[str, float]:
+    s = sorted(samples)
+    return {"median": statistics.median(s), "p10": s[max(0, int(0.1 * len(s)) - 1)] if len(s) > 1 else s[0]}
+
+
+def _time(fn, runs: int, warmup: int) -> dict[str, float]:
+    for _ in range(warmup):
+        fn()
+    samples = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        fn()
+        samples.append((time.perf_counter() - t0) * 1e3)
+    return _percentiles(samples)
+
+
+def latency(kind: str, path: Path | None, model, x, threads: int, runs: int, warmup: int, nhwc: bool = False):
+    import torch
+
+    if kind == "torch":
+        old = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            with torch.inference_mode():
+                return _time(lambda: model(x), runs, warmup)
+        finally:
+            torch.set_num_threads(old)
+    xn = x.numpy()
+    if kind == "onnx":
+        import onnxruntime as ort
+
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = threads
+        so.inter_op_num_threads = 1
+        sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+        name = sess.get_inputs()[0].name
+        return _time(lambda: sess.run(None, {name: xn}), runs, warmup)
+    if kind == "tflite":
+        from ai_edge_litert.interpreter import Interpreter
+
+        it = Interpreter(model_path=str(path), num_threads=threads)
+        it.allocate_tensors()
+        idx = it.get_input_details()[0]["index"]
+        it.set_tensor(idx, np.ascontiguousarray(xn.transpose(0, 2, 3, 1)) if nhwc else xn)
+        return _time(it.invoke, runs, warmup)
+    raise ValueError(kind)
+
+
+def bare_converters(model, x, tmp: Path) -> dict[str, float]:
+    """The converter calls a user would make by hand, each timed on its own."""
+    import coremltools as ct
+    import litert_torch
+    import torch
+
+    os.environ.setdefault("LITERT_TORCH_SHOW_PROGRESS", "n")
+    out = {}
+    t0 = time.perf_counter()
+    torch.onnx.export(model, (x,), dynamo=True, opset_version=18, verbose=False).save(str(tmp / "bare.onnx"),
+                                                                                      external_data=False)
+    out["onnx"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    litert_torch.convert(model, (x,)).export(str(tmp / "bare.tflite"))
+    out["tflite"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    ep = torch.export.export(model, (x,)).run_decompositions({})
+    ct.convert(ep, inputs=[ct.TensorType(name="input", shape=tuple(x.shape), dtype=np.float32)],
+               convert_to="mlprogram", minimum_deployment_target=ct.target.iOS16,
+               skip_model_load=True).save(str(tmp / "bare.mlpackage"))
+    out["coreml"] = time.perf_counter() - t0
+    return out
+
+
+def warm_up(tmp: Path) -> None:
+    """Import every converter and run each once on a tiny network, so no model pays first-call costs."""
+    import torch
+
+    from edge._progress import Progress
+    from edge.export import export
+
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
+                              torch.nn.Flatten(), torch.nn.Linear(4, 3)).eval()
+    export(net, target="all", out=tmp / "warm", img_size=32, progress=Progress(quiet=True), strict=False)
+
+
+def bench_model(name: str, runs: int, warmup: int, tmp: Path) -> dict:
+    import torch
+
+    from edge._progress import Progress
+    from edge.export import export
+    from edge.models import count_params, create, get_info
+
+    info = get_info(name)
+    rec: dict = {"model": name, "family": info.family, "load_before": _load()}
+    out = tmp / "out"
+    t0 = time.perf_counter()
+    results = export(name, target="all", out=out, progress=Progress(quiet=True), strict=False)
+    rec["all_wall_s"] = time.perf_counter() - t0
+    rec["stages"] = {r.target: r.manifest["stage_seconds"] for r in results}
+    rec["passed"] = {r.target: r.passed for r in results}
+    rec["layout"] = {r.target: r.manifest["ops"]["layout"] for r in results}
+    rec["ops_total"] = {r.target: r.manifest["ops"]["total"] for r in results}
+    artifacts = {r.target: r.artifact for r in results}
+    (cl,) = export(name, target="tflite", out=tmp / "cl", channels_last=True, progress=Progress(quiet=True),
+                   strict=False)
+    rec["layout"]["tflite-channels-last"] = cl.manifest["ops"]["layout"]
+    rec["stages"]["tflite-channels-last"] = cl.manifest["stage_seconds"]
+
+    model = create(name, deploy=True)
+    rec["params_m"] = count_params(model) / 1e6
+    x = torch.randn(1, *info.input_size)
+    rec["bare_s"] = bare_converters(model, x, tmp)
+
+    first = results[0].manifest["stage_seconds"]
+    shared = first.get("load", 0.0) + first.get("reference", 0.0)
+    per_target = {t: sum(v for k, v in st.items() if k not in ("load", "reference")) for t, st in rec["stages"].items()
+                  if t != "tflite-channels-last"}
+    verify = sum(st.get("verify", 0.0) for t, st in rec["stages"].items() if t != "tflite-channels-last")
+    pipeline = shared + sum(per_target.values())
+    bare = sum(rec["bare_s"].values())
+    build = first.get("load", 0.0)
+    rec["overhead"] = {
+        "pipeline_s": pipeline, "bare_s": bare, "build_s": build, "verify_s": verify,
+        "with_check": (pipeline - build - bare) / bare,
+        "without_check": (pipeline - build - verify - bare) / bare,
+    }
+
+    lat = {}
+    for threads in (1, 2):
+        lat[f"torch/{threads}"] = latency("torch", None, model, x, threads, runs, warmup)
+        lat[f"onnx/{threads}"] = latency("onnx", artifacts["onnx"], model, x, threads, runs, warmup)
+        lat[f"tflite/{threads}"] = latency("tflite", artifacts["tflite"], model, x, threads, runs, warmup)
+        lat[f"tflite-nhwc/{threads}"] = latency("tflite", cl.artifact, model, x, threads, runs, warmup, nhwc=True)
+    rec["latency_ms"] = lat
+    rec["load_after"] = _load()
+    return rec
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = ""
+    try:
+        kb = int(next(ln for ln in Path("/proc/meminfo").read_text().splitlines() if ln.startswith("MemTotal"))
+                 .split()[1])
+        mem = f", {kb / 1e6:.0f} GB RAM"
+    except (OSError, StopIteration, ValueError):
+        pass
+    return (f"{cpu}, {os.cpu_count()} logical cores{mem}, {platform.system()} {platform.release()} "
+            f"{platform.machine()}, Python {platform.python_version()}")
+
+
+def write_doc(records: list[dict], doc: Path, command: str, started: str, runs: int) -> None:
+    import importlib.metadata as md
+
+    tools = ", ".join(f"{d} {md.version(d)}" for d in ("torch", "litert-torch", "ai-edge-litert", "coremltools",
+                                                        "onnxruntime", "onnxscript"))
+    L = [
+        "# Export benchmark",
+        "",
+        f"Generated {started} by `{command}`.",
+        "",
+        f"Machine: {machine()}. {tools}.",
+        "",
+        "**This machine is a shared 2-core VM**: other jobs ran during the measurement (load average before / after "
+        "each model is in the last table). Wall times are upper bounds; rerun on a quiet machine for clean numbers.",
+        "",
+        "## Export time (`edge export MODEL --target all`, fp32, default input size)",
+        "",
+        "Stage seconds per target (load = building the network incl. BatchNorm re-estimation; reference = PyTorch on "
+        "the verification images; both are shared by the three targets).",
+        "",
+        "| model | params | load | reference | onnx trace+convert / verify | tflite convert / verify | "
+        "coreml convert / verify | total | goal < 60 s |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in records:
+        st = r["stages"]
+        first = st.get("onnx", {})
+
+        def cv(t: str, st: dict = st) -> str:
+            s = st.get(t, {})
+            return f"{s.get('trace', 0) + s.get('convert', 0):.1f} / {s.get('verify', 0):.1f}"
+
+        tot = r["all_wall_s"]
+        goal = "met" if tot < GOAL_ALL_S else f"missed by {tot - GOAL_ALL_S:.0f} s ({tot / GOAL_ALL_S:.1f}x)"
+        L.append(f"| {r['model']} | {r['params_m']:.1f}M | {first.get('load', 0):.1f} | "
+                 f"{first.get('reference', 0):.1f} | {cv('onnx')} | {cv('tflite')} | {cv('coreml')} | {tot:.1f} | "
+                 f"{goal} |")
+    L += [
+        "",
+        "## Pipeline overhead over the bare converter calls",
+        "",
+        "Bare = `torch.onnx.export`+save, `litert_torch.convert`+export, `torch.export`+`coremltools.convert`+save on "
+        "the same network, timed warm after the pipeline. Overhead = (pipeline - network build - bare) / bare. The "
+        "numerics check is the pipeline's purpose, so it is shown both ways.",
+        "",
+        "| model | bare onnx / tflite / coreml (s) | pipeline excl. build (s) | of which verify | overhead incl. "
+        "check | overhead excl. check | goal <= 10% |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in records:
+        o, b = r["overhead"], r["bare_s"]
+        ov = o["without_check"]
+        goal = "met" if ov <= GOAL_OVERHEAD else f"missed by {100 * (ov - GOAL_OVERHEAD):.0f} points"
+        L.append(f"| {r['model']} | {b['onnx']:.1f} / {b['tflite']:.1f} / {b['coreml']:.1f} | "
+                 f"{o['pipeline_s'] - o['build_s']:.1f} | {o['verify_s']:.1f} | {100 * o['with_check']:+.0f}% | "
+                 f"{100 * ov:+.0f}% | {goal} |")
+    L += [
+        "",
+        f"## Host latency (ms, median / p10 of {runs} runs, batch 1)",
+        "",
+        "PyTorch eager runs the same deploy-form network. tflite-nhwc is the `--channels-last` artifact. "
+        "Ratio = artifact median / PyTorch median at the same thread count (goal: <= 1.0 for every artifact).",
+        "",
+        "| model | threads | PyTorch | ONNX Runtime | LiteRT (NCHW) | LiteRT (NHWC) | worst ratio |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in records:
+        lat = r["latency_ms"]
+        for th in (1, 2):
+            pt = lat[f"torch/{th}"]["median"]
+            cells = []
+            worst = 0.0
+            for k in ("torch", "onnx", "tflite", "tflite-nhwc"):
+                v = lat[f"{k}/{th}"]
+                cells.append(f"{v['median']:.2f} / {v['p10']:.2f}")
+                if k != "torch":
+                    worst = max(worst, v["median"] / pt)
+            L.append(f"| {r['model']} | {th} | " + " | ".join(cells) + f" | {worst:.2f} |")
+    L += [
+        "",
+        "## Layout ops (TRANSPOSE / RESHAPE-like) in each artifact",
+        "",
+        "| model | onnx | tflite (NCHW input) | tflite --channels-last | coreml | all passed the gate |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in records:
+        lay = r["layout"]
+
+        def tr(t: str, lay: dict = lay) -> str:
+            v = lay.get(t)
+            return "-" if not v else f"{v['transpose']} / {v['reshape']}"
+
+        L.append(f"| {r['model']} | {tr('onnx')} | {tr('tflite')} | {tr('tflite-channels-last')} | {tr('coreml')} | "
+                 f"{all(r['passed'].values())} |")
+    L += ["", "## Load average while measuring (1 / 5 / 15 min)", "", "| model | before | after |", "|---|---|---|"]
+    for r in records:
+        L.append(f"| {r['model']} | {r['load_before']} | {r['load_after']} |")
+    from edge._io import write_text
+
+    write_text(doc, "\n".join(L) + "\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--models", nargs="+", help="variants (default: one per family)")
+    ap.add_argument("--runs", type=int, default=50)
+    ap.add_argument("--warmup", type=int, default=5)
+    ap.add_argument("--out", default="out/bench")
+    ap.add_argument("--doc", default=str(ROOT / "docs" / "export-bench.md"))
+    args = ap.parse_args(argv)
+    from edge._io import append_jsonl
+    from edge.models import get_info, list_models
+
+    names = args.models
+    if not names:
+        fams: dict[str, str] = {}
+        for n in list_models():
+            fams.setdefault(get_info(n).family, n)
+        names = list(fams.values())
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    started = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    records = []
+    with tempfile.TemporaryDirectory() as td:
+        warm_up(Path(td))
+        for name in names:
+            with tempfile.TemporaryDirectory() as mtd:
+                rec = bench_model(name, args.runs, args.warmup, Path(mtd))
+            append_jsonl(out / "bench.jsonl", rec)
+            records.append(rec)
+            print(json.dumps({k: rec[k] for k in ("model", "all_wall_s", "overhead")}, default=str), flush=True)
+    command = "python benchmarks/bench_export.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    write_doc(records, Path(args.doc), command.strip(), started, args.runs)
+    print(f"wrote {args.doc}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,76 @@
+"""`edge bench` / `edge-bench` and `edge devices` from the command line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+from edge._io import read_jsonl, sha256_path
+from edge.cli import main
+
+
+def test_bench_cli_table_and_json(tiny_models, tmp_path, capsys):
+    js = tmp_path / "summary.json"
+    rc = main(["bench", str(tiny_models["tflite"]), str(tiny_models["onnx"]), "--runs", "5", "--warmup", "1",
+               "--trials", "2", "--out", str(tmp_path / "r"), "--json", str(js)])
+    out, err = capsys.readouterr()
+    assert rc == 0
+    assert "median ms" in out and "95% CI" in out and "tiny.tflite" in out and "onnxruntime/cpu" in out
+    assert "[start] prepare tiny.tflite on host" in err and "trial 2/2" in err  # progress lines
+    summaries = json.loads(js.read_text())
+    assert [s["runtime"] for s in summaries] == ["litert", "onnxruntime"]
+    assert len(read_jsonl(tmp_path / "r" / "trials.jsonl")) == 4
+
+
+def test_bench_cli_errors_are_one_line(tiny_models, tmp_path, capsys):
+    rc = main(["bench", str(tmp_path / "missing.tflite")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "Traceback" not in err
+    assert "no artifact or export folder" in err and "--target" in err
+    rc = main(["bench", str(tiny_models["onnx"]), "--device", "ssh://", "--out", str(tmp_path / "r")])
+    assert rc == 2 and "is not ssh://[user@]host[:port]" in capsys.readouterr().err
+    rc = main(["bench", str(tiny_models["onnx"]), "--trials", "0"])
+    assert rc == 2 and "--trials" in capsys.readouterr().err
+
+
+def test_bench_exports_first(tiny_models, tmp_path, monkeypatch, capsys):
+    """`edge bench MODEL --target tflite --int8` calls edge.export.export and benches the folder it wrote.
+
+    The exporter is replaced by one that writes a finished export folder at once (a real zoo export takes
+    minutes); the bench side of the hand-over is real.
+    """
+    import edge.export
+
+    calls = []
+
+    def fake_export(name, target, precision, out):
+        calls.append((name, target, precision, out))
+        d = Path(out) / name / f"{target}-{precision}"
+        d.mkdir(parents=True)
+        (d / "model.tflite").write_bytes(tiny_models["tflite"].read_bytes())
+        man = {"schema": "edge.manifest/1", "model": name, "target": target, "precision": precision, "status": "ok",
+               "artifact": {"file": "model.tflite", "sha256": sha256_path(d / "model.tflite")}}
+        (d / "manifest.json").write_text(json.dumps(man))
+        return [SimpleNamespace(path=d)]
+
+    monkeypatch.setattr(edge.export, "export", fake_export)
+    rc = main(["bench", "ghostnet-1.0x", "--target", "tflite", "--int8", "--export-out", str(tmp_path / "out"),
+               "--runs", "2", "--warmup", "0", "--trials", "1", "--out", str(tmp_path / "r"), "-q"])
+    assert rc == 0, capsys.readouterr().err
+    assert calls == [("ghostnet-1.0x", "tflite", "int8", str(tmp_path / "out"))]
+    t = read_jsonl(tmp_path / "r" / "trials.jsonl")[0]
+    assert (t["model"], t["target"], t["precision"]) == ("ghostnet-1.0x", "tflite", "int8")
+
+
+def test_devices_lists_host_and_profiles(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path / "no-adb-here"))  # no adb: only host and profiles
+    prof = tmp_path / "profiles"
+    prof.mkdir()
+    (prof / "board.toml").write_text('transport = "ssh"\nhost = "pi@127.0.0.1"\nport = 1\n')
+    assert main(["devices", "--profiles", str(prof), "--no-check"]) == 0
+    out = capsys.readouterr().out
+    assert "host" in out and "board" in out and "ssh://pi@127.0.0.1:1" in out and "not checked" in out
+    assert main(["devices", "--profiles", str(prof), "--json", "--no-check"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["device"] for r in rows] == ["host", "board"]

@@ -1,0 +1,78 @@
+"""Shared helpers for the quantization tests: a small network whose activations depend on the input, and
+export contexts built the way the pipeline builds them (so one fp32 conversion serves many quantizations).
+
+A randomly initialised network with BatchNorm's default statistics gives nearly constant logits, and any
+quantization "passes" on it. Here BatchNorm statistics are re-estimated on natural photos, as the zoo does.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from edge._progress import Progress
+from edge.data import image_batch
+from edge.export.context import ExportContext, ExportOptions, QuantOptions
+from edge.export.numerics import VERIFY_SAMPLES, verification_inputs
+from tests.export.nets import TinyNet
+
+IMG = 32
+MEAN = (0.485, 0.456, 0.406)
+STD = (0.229, 0.224, 0.225)
+
+
+def calibrated_tiny(seed: int = 0, attention: bool = True) -> TinyNet:
+    """TinyNet (conv/BN/hardswish/relu/depthwise + LayerNorm/attention/GELU) with input-dependent BN statistics."""
+    torch.manual_seed(seed)
+    net = TinyNet(attention=attention)
+    batch, _ = image_batch(32, IMG, MEAN, STD, seed=3)
+    bns = [m for m in net.modules() if isinstance(m, nn.BatchNorm2d)]
+    for bn in bns:
+        bn.reset_running_stats()
+        bn.momentum = None
+    net.train()
+    with torch.no_grad():
+        net(batch)
+    net.eval()
+    return net
+
+
+def shared_for(model: nn.Module, precision: str = "int8") -> dict[str, Any]:
+    """What the pipeline's reference stage hands every target: verification images and PyTorch outputs."""
+    x = verification_inputs(IMG, MEAN, STD, n=VERIFY_SAMPLES[precision])
+    with torch.no_grad():
+        ref = model(x)
+    return {"example": x[:1].clone(), "inputs": x, "ref": [ref.numpy()], "output_names": ("logits",),
+            "output_shapes": ((1, 10),)}
+
+
+def make_ctx(model: nn.Module, target: str, precision: str, workdir: Path, shared: dict[str, Any],
+             quant: QuantOptions | None = None, float_artifact: Path | None = None, **options: Any) -> ExportContext:
+    workdir.mkdir(parents=True, exist_ok=True)
+    return ExportContext(
+        name="tiny", model=model, info=None, example=shared["example"], img_size=IMG, target=target,
+        precision=precision, workdir=workdir, options=ExportOptions(quant=quant or QuantOptions(), **options),
+        mean=MEAN, std=STD, progress=Progress(quiet=True), float_artifact=float_artifact,
+        output_names=shared["output_names"], output_shapes=shared["output_shapes"], shared=shared,
+    )
+
+
+def gate(ctx: ExportContext, artifact: Path) -> dict[str, Any]:
+    """The export's own numerics gate on an artifact (its runner, its thresholds, its I/O handling)."""
+    from edge.export.pipeline import _io, check_artifact
+    from edge.export.targets import TARGETS
+
+    target = TARGETS[ctx.target]
+    ins, outs = _io(target, artifact, ctx)
+    io = {"inputs": ins, "outputs": outs, "preprocess": None, "image_input": None}
+    return check_artifact(target, artifact, io, ctx.precision, ctx.shared["inputs"], ctx.shared["ref"],
+                          ctx.shared["output_names"])
+
+
+def sqnr(ref: np.ndarray, got: np.ndarray) -> float:
+    ref, got = np.asarray(ref, np.float64), np.asarray(got, np.float64)
+    return float(10 * np.log10(np.sum(ref**2) / np.sum((ref - got) ** 2)))

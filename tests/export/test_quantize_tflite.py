@@ -1,0 +1,161 @@
+"""TFLite quantization with the real LiteRT interpreter: ai-edge-quantizer recipes on one fp32 conversion of a
+small conv + attention network (input-dependent activations), litert-torch PT2E for comparison, integer I/O
+handled by the export's own gate."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+from ai_edge_litert.interpreter import Interpreter
+
+from edge.errors import EdgeError
+from edge.export.context import QuantOptions
+from edge.export.quantize import quantize
+from edge.export.targets import TARGETS
+from tests.export.quantize_nets import calibrated_tiny, gate, make_ctx, shared_for
+
+
+@pytest.fixture(scope="module")
+def net():
+    return calibrated_tiny()
+
+
+@pytest.fixture(scope="module")
+def shared(net):
+    return shared_for(net)
+
+
+@pytest.fixture(scope="module")
+def fp32(net, shared, tmp_path_factory) -> Path:
+    ctx = make_ctx(net, "tflite", "fp32", tmp_path_factory.mktemp("tflite-fp32"), shared)
+    return TARGETS["tflite"].convert(ctx)
+
+
+def _quantize(net, shared, fp32, tmp_path_factory, precision: str, engine: str | None = None, **quant):
+    q = QuantOptions(**quant)
+    if engine:
+        q.engine = engine  # type: ignore[attr-defined]
+    ctx = make_ctx(net, "tflite", precision, tmp_path_factory.mktemp(f"tflite-{precision}"), shared, q,
+                   float_artifact=fp32)
+    return ctx, quantize(ctx)
+
+
+def _graph(path: Path) -> tuple[Counter, int, list[dict], list[dict]]:
+    """Op histogram, ops computing in float, input and output details."""
+    it = Interpreter(model_path=str(path))
+    td = {t["index"]: t for t in it.get_tensor_details()}
+    ops = Counter()
+    float_ops = 0
+    for op in it._get_ops_details():
+        if op["op_name"] == "DELEGATE":
+            continue
+        ops[op["op_name"]] += 1
+        if op["op_name"] not in ("QUANTIZE", "DEQUANTIZE") and any(
+                td[i]["dtype"] == np.float32 for i in op["outputs"] if i >= 0):
+            float_ops += 1
+    return ops, float_ops, it.get_input_details(), it.get_output_details()
+
+
+@pytest.fixture(scope="module")
+def int8(net, shared, fp32, tmp_path_factory):
+    return _quantize(net, shared, fp32, tmp_path_factory, "int8", auto_mixed=1)
+
+
+def test_int8_is_full_integer_with_int8_io_recorded_for_the_gate(int8) -> None:
+    ctx, path = int8
+    ops, float_ops, ins, outs = _graph(path)
+    # integer end to end, except the one module --auto-mixed 1 chose to keep float
+    assert float_ops == len(ctx.extras["quantization"]["keep_float"]) >= 1
+    assert "HARD_SWISH" in ops and "SOFTMAX" in ops and "BATCH_MATMUL" in ops
+    assert ins[0]["dtype"] == np.int8 and outs[0]["dtype"] == np.int8
+    ioq = ctx.extras["io_quantization"]
+    assert ioq["inputs"][0]["scale"] == pytest.approx(ins[0]["quantization"][0])
+    assert ioq["inputs"][0]["zero_point"] == ins[0]["quantization"][1]
+    assert ioq["outputs"][0]["scale"] == pytest.approx(outs[0]["quantization"][0]) and ioq["outputs"][0]["dtype"] == "int8"
+    report = gate(ctx, path)  # quantizes the float images with the recorded scale, dequantizes the logits
+    assert report["passed"], report["failures"]
+    q = ctx.extras["quantization"]
+    assert q["engine"] == "aeq" and q["float_io"] is False and q["calibration"]["samples"] == 32
+    json.dumps(q)
+
+
+def test_int8_layers_and_auto_mixed(int8) -> None:
+    ctx, _ = int8
+    q = ctx.extras["quantization"]
+    layers = q["fidelity"]["layers"]
+    mods = {r["layer"] for r in layers["all"]}
+    assert {"stem.0", "norm", "attn.qkv", "head"} & mods  # ranked per nn.Module
+    am = q["auto_mixed"]
+    assert am["n"] == 1 and am["kept_float"] == [layers["most_sensitive"][0]["layer"]]
+    assert am["gain_db"] == pytest.approx(am["after"]["sqnr_db"] - am["before"]["sqnr_db"], abs=1e-3)
+    assert q["fidelity"]["outputs"]["logits"]["sqnr_db"] == am["after"]["sqnr_db"]
+
+
+def test_float_io_keeps_float_inputs_and_outputs(net, shared, fp32, tmp_path_factory) -> None:
+    ctx, path = _quantize(net, shared, fp32, tmp_path_factory, "int8", float_io=True)
+    ops, float_ops, ins, outs = _graph(path)
+    assert ins[0]["dtype"] == np.float32 and outs[0]["dtype"] == np.float32
+    assert ops["QUANTIZE"] >= 1 and ops["DEQUANTIZE"] >= 1 and float_ops == 0
+    assert "io_quantization" not in ctx.extras and ctx.extras["quantization"]["float_io"] is True
+    assert gate(ctx, path)["passed"]
+
+
+def test_w8a16_has_int16_io_and_beats_int8(net, shared, fp32, tmp_path_factory, int8) -> None:
+    ctx, path = _quantize(net, shared, fp32, tmp_path_factory, "w8a16")
+    _, _, ins, outs = _graph(path)
+    assert ins[0]["dtype"] == np.int16 and outs[0]["dtype"] == np.int16
+    report = gate(ctx, path)
+    assert report["passed"], report["failures"]
+    int8_sqnr = int8[0].extras["quantization"]["fidelity"]["outputs_before_auto_mixed"]["logits"]["sqnr_db"]
+    assert report["outputs"]["logits"]["sqnr_db"] > int8_sqnr + 3
+
+
+@pytest.mark.parametrize("precision", ["int8w", "int8dyn"])
+def test_weight_only_and_dynamic(net, shared, fp32, tmp_path_factory, tmp_path, precision) -> None:
+    calib = tmp_path / "calib"
+    calib.mkdir()
+    with pytest.warns(UserWarning, match=f"ignored for {precision}"):
+        ctx, path = _quantize(net, shared, fp32, tmp_path_factory, precision, calib_dir=calib)
+    _, _, ins, outs = _graph(path)
+    assert ins[0]["dtype"] == np.float32 and outs[0]["dtype"] == np.float32
+    q = ctx.extras["quantization"]
+    assert q["calibration"] is None and any("--calib" in w for w in q["warnings"])
+    report = gate(ctx, path)
+    assert report["passed"], report["failures"]
+    assert path.stat().st_size < 0.7 * fp32.stat().st_size
+
+
+def test_keep_float_module(net, shared, fp32, tmp_path_factory) -> None:
+    ctx, path = _quantize(net, shared, fp32, tmp_path_factory, "int8", keep_float=("norm",))
+    _, float_ops, _, _ = _graph(path)
+    assert float_ops >= 5  # LayerNorm's MEAN/SQUARED_DIFFERENCE/RSQRT/MUL/ADD now compute in float
+    assert all("LayerNorm_norm" in n for n in ctx.extras["quantization"]["keep_float"])
+    with pytest.raises(EdgeError, match="--keep-float 'nrom' matches no layer") as e:
+        _quantize(net, shared, fp32, tmp_path_factory, "int8", keep_float=("nrom",))
+    assert "'norm'" in str(e.value)
+
+
+def test_engine_errors(net, shared, fp32, tmp_path_factory) -> None:
+    with pytest.raises(EdgeError, match="PT2E engine makes int8"):
+        _quantize(net, shared, fp32, tmp_path_factory, "w8a16", engine="pt2e")
+    with pytest.raises(EdgeError, match="unknown TFLite int8 engine"):
+        _quantize(net, shared, fp32, tmp_path_factory, "int8", engine="tflite-converter")
+    with pytest.raises(EdgeError, match="--float-io is not available with the PT2E engine"):
+        _quantize(net, shared, fp32, tmp_path_factory, "int8", engine="pt2e", float_io=True)
+
+
+@pytest.mark.slow  # a second full conversion through torch.export + PT2E: 40-110 s here
+def test_pt2e_engine(net, shared, fp32, tmp_path_factory, int8) -> None:
+    """PT2E: int8 I/O too, but hardswish / LayerNorm / softmax stay float between QUANTIZE/DEQUANTIZE."""
+    ctx, path = _quantize(net, shared, fp32, tmp_path_factory, "int8", engine="pt2e")
+    ops, float_ops, ins, outs = _graph(path)
+    assert ins[0]["dtype"] == np.int8 and outs[0]["dtype"] == np.int8
+    assert float_ops > 0 and ops["DEQUANTIZE"] >= 2
+    q = ctx.extras["quantization"]
+    assert q["engine"] == "pt2e" and "layers" not in q["fidelity"]
+    report = gate(ctx, path)
+    assert report["passed"], report["failures"]
