@@ -111,6 +111,7 @@ def main() -> int:
     ap.add_argument("--cache", default=os.path.join(tempfile.gettempdir(), "edge-bench-harness"))
     ap.add_argument("--export", action="store_true", help="make the artifacts with the export pipeline")
     ap.add_argument("--out", default=str(REPO / "docs" / "harness-bench.md"))
+    ap.add_argument("--convert-only", action="store_true", help="fill the artifact cache and stop")
     a = ap.parse_args()
     from edge.cli import _quiet_libraries
     from edge.devices.runner import versions
@@ -130,16 +131,21 @@ def main() -> int:
             failed.append((name, f"conversion failed: {str(e).splitlines()[0][:120]}"))
             print(f"{name}: conversion failed: {e}", file=sys.stderr)
             continue
+        if a.convert_only:
+            print(f"{name}: {path} [{time.time() - t0:.0f} s]", file=sys.stderr)
+            continue
         r = measure(name, path, cache / "results", 50, 10, 5)
         r["cost_pct"] = 100.0 * cost / 1e6 / r["bare"]
         rows.append(r)
         print(f"{name}: median {r['median']:.3f} ms  CI ±{r['half_pct']:.2f}%  harness {r['harness']:.3f} vs bare "
               f"{r['bare']:.3f} ms ({r['overhead_pct']:+.2f}%)  [{time.time() - t0:.0f} s]", file=sys.stderr)
-    write_report(Path(a.out), rows, failed, cost, versions(), time.time() - t_all)
+    if not a.convert_only:
+        write_report(Path(a.out), rows, failed, cost, versions(), time.time() - t_all, list_models())
     return 0
 
 
-def write_report(path: Path, rows: list[dict], failed: list, cost_ns: float, vers: dict, secs: float) -> None:
+def write_report(path: Path, rows: list[dict], failed: list, cost_ns: float, vers: dict, secs: float,
+                 zoo: list[str]) -> None:
     from edge._io import write_text
 
     ok_ci = sum(1 for r in rows if r["half_pct"] <= 2.0)
@@ -177,6 +183,11 @@ def write_report(path: Path, rows: list[dict], failed: list, cost_ns: float, ver
     lines += ["", f"CI goal met for {ok_ci} of {len(rows)} models; overhead goal met for {ok_ov} of {len(rows)}."]
     for name, why in failed:
         lines.append(f"- {name}: not measured ({why})")
+    done = {r["name"] for r in rows} | {n for n, _ in failed}
+    rest = [n for n in zoo if n not in done]
+    if rest:
+        lines += ["", f"Not run in this pass (CPU time on a machine shared with other jobs): {', '.join(rest)}. "
+                  "Run `benchmarks/bench_harness.py` without `--models` for every model."]
     miss = [r for r in rows if r["half_pct"] > 2.0 or abs(r["overhead_pct"]) > 2.0]
     if miss:
         lines += ["", "Where a goal is missed, the spread comes from the machine (other jobs on 2 shared cores move",

@@ -251,6 +251,9 @@ def run_model(name: str, args: argparse.Namespace) -> None:
                     if item is not None and "s8" in fmt:  # the same file with ORT's s8-kernel setting
                         cfg = {"session.qdqisint8allowed": "1"}
                         items.append({**item, "session_config": cfg, **_gate_with_config(s, item["path"], cfg)})
+            for variant in args.variants:  # "what gets closer": other int8 settings, same fp32 artifact
+                tag = "int8-" + "-".join(f"{k}={v}" for k, v in sorted(variant.items()))
+                _add(s, args, items, base, fp32, "variant", "int8", tag, QuantOptions(**variant), variant=variant)
             interleaved_latency(items, x, args.runs)
             for it in items:
                 record(args.results, {k: v for k, v in it.items() if k != "path"})
@@ -294,7 +297,7 @@ def render(results: Path, doc: Path) -> str:
     latest: dict[tuple, dict[str, Any]] = {}
     for r in recs:  # the newest record of each measurement wins
         key = (r.get("kind"), r.get("model"), r.get("target"), r.get("precision"), r.get("engine"), r.get("format"),
-               json.dumps(r.get("session_config") or {}))
+               json.dumps(r.get("session_config") or {}), json.dumps(r.get("variant") or {}, sort_keys=True))
         latest[key] = r
     rows = list(latest.values())
     modes = [r for r in rows if r.get("kind") == "mode"]
@@ -372,6 +375,21 @@ def render(results: Path, doc: Path) -> str:
             out.append(f"| {r['model']} | {r['format']} | {cfg} | {_fmt(r.get('sqnr_db'))} | "
                        f"{_fmt(r.get('top1_agree'), 2)} | {lat['t1']['median']:.2f} | {lat['t1']['p10']:.2f} | "
                        f"{lat['t2']['p10']:.2f} | {base['latency_ms']['t1']['median'] if base else '–'} |")
+    variants = [r for r in rows if r.get("kind") == "variant"]
+    if variants:
+        out += ["", "## What gets closer: other int8 settings", "",
+                "Same fp32 artifact, int8 with non-default options (`calib_method`, `auto_mixed` = keep the N layers "
+                "that lose the most SQNR in float, `calib_samples`). Default row = the int8 row above.", "",
+                "| model | target | settings | SQNR dB | top-1 agree | gate | size ratio | 1T median |",
+                "|---|---|---|---|---|---|---|---|"]
+        for r in sorted(variants, key=lambda r: (r["model"], r["target"], json.dumps(r.get("variant")))):
+            if "error" in r:
+                out.append(f"| {r['model']} | {r['target']} | {r.get('variant')} | error: {r['error'][:80]} |||||")
+                continue
+            v = ", ".join(f"{k}={val}" for k, val in (r.get("variant") or {}).items())
+            out.append(f"| {r['model']} | {r['target']} | {v} | {_fmt(r.get('sqnr_db'))} | "
+                       f"{_fmt(r.get('top1_agree'), 2)} | {'pass' if r.get('passed') else 'FAIL'} | "
+                       f"{_fmt(r.get('size_ratio'), 2)} | {r['latency_ms']['t1']['median']:.2f} |")
     text = "\n".join(out) + "\n"
     write_text(doc, text)
     return text
@@ -418,6 +436,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--modes", default=",".join(MODES))
     p.add_argument("--engines", action="store_true", help="TFLite int8: ai-edge-quantizer vs PT2E")
     p.add_argument("--onnx-formats", action="store_true", help="ONNX int8 layouts and ORT settings")
+    p.add_argument("--variants", type=json.loads, default=[],
+                   help='int8 settings to compare, JSON list of QuantOptions fields, e.g. \'[{"auto_mixed": 2}]\'')
     p.add_argument("--runs", type=int, default=50)
     p.add_argument("--results", type=Path, default=RESULTS)
     p.add_argument("--doc", type=Path, default=DOC)

@@ -316,6 +316,19 @@ def bench_on_host(case: Case, export_dir: Path, out: Path) -> list[dict[str, Any
     return [t for t in load_trials(out) if t.get("run_id") in run_ids]
 
 
+def check(config: str | os.PathLike[str] = DEFAULT_CONFIG, *, baseline: str | os.PathLike[str] | None = None,
+          update_baseline: bool = False, junit: str | os.PathLike[str] | None = None,
+          markdown: str | os.PathLike[str] | None = None, only: Sequence[str] = ()) -> CheckReport:
+    """`edge check` as a Python call: load the config, keep the cases whose id contains any of ``only``, run."""
+    cfg = load_config(config)
+    if only:
+        cfg.cases = [c for c in cfg.cases if any(o in c.id for o in only)]
+        if not cfg.cases:
+            raise EdgeError(f"--only {' '.join(only)} matches no case in {config}",
+                            "case ids look like model/target-precision")
+    return run_check(cfg, baseline=baseline, update_baseline=update_baseline, junit=junit, markdown=markdown)
+
+
 def run_check(config: CheckConfig, *, baseline: str | os.PathLike[str] | None = None, update_baseline: bool = False,
               junit: str | os.PathLike[str] | None = None, markdown: str | os.PathLike[str] | None = None,
               measure: MeasureFn | None = None, log: Callable[[str], None] | None = None) -> CheckReport:

@@ -407,6 +407,16 @@ def format_value(v: float | None, unit: str, relation: str | None = None,
     return s
 
 
+def claims(results: Iterable[str | os.PathLike[str]] = (), *, device: str | None = None,
+           kind: str | None = None) -> list[Verdict]:
+    """`edge claims` as a Python call: every claim (or one kind) judged against the results in ``results``."""
+    from edge.claims.results import load_results
+
+    paths = list(results)
+    selected = [c for c in load_claims() if kind is None or c.kind == kind]
+    return evaluate(selected, load_results(paths) if paths else None, device=device)
+
+
 def summarize(verdicts: Iterable[Verdict]) -> dict[str, dict[str, int]]:
     """Counts per kind and status."""
     out: dict[str, dict[str, int]] = {}

@@ -20,16 +20,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from edge.check import load_config, run_check
-    from edge.errors import EdgeError
+    from edge.check import check
 
-    config = load_config(args.config)
-    if args.only:
-        config.cases = [c for c in config.cases if any(o in c.id for o in args.only)]
-        if not config.cases:
-            raise EdgeError(f"--only {' '.join(args.only)} matches no case in {args.config}")
-    report = run_check(config, baseline=args.baseline, update_baseline=args.update_baseline, junit=args.junit,
-                       markdown=args.markdown)
+    report = check(args.config, baseline=args.baseline, update_baseline=args.update_baseline, junit=args.junit,
+                   markdown=args.markdown, only=args.only)
     failed = [r for r in report.results if r.failed]
     print(f"edge check: {len(report.results) - len(failed)} of {len(report.results)} case(s) passed"
           + (f"; failed: {', '.join(r.case.id for r in failed)}" if failed else "")

@@ -18,13 +18,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from edge.claims import load_claims
-    from edge.claims.results import load_results
-    from edge.claims.verdict import evaluate, summarize
+    from edge.claims.verdict import claims, summarize
 
-    results = load_results(args.results) if args.results else None
-    claims = [c for c in load_claims() if not args.kind or c.kind == args.kind]
-    verdicts = evaluate(claims, results, device=args.device)
+    verdicts = claims(args.results, device=args.device, kind=args.kind)
     if args.json:
         print(json.dumps({"schema": "edge.claims.verdicts/1", "summary": summarize(verdicts),
                           "absolute": [v.as_dict() for v in verdicts if v.kind == "absolute"],

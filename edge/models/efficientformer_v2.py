@@ -407,7 +407,7 @@ class EfficientFormerV2(nn.Module):
         return self.norm(self.stages(self.stem(x)))
 
     def forward_head(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.mean(dim=(2, 3))
+        x = x.permute(0, 2, 3, 1).mean(dim=(1, 2))  # spatial mean, through NHWC: converters add no transpose
         if self.head_dist is None:  # deploy form: merged head
             return self.head(x)
         return (self.head(x) + self.head_dist(x)) / 2

@@ -93,8 +93,10 @@ class DynamicReLU(nn.Module):
 class DyReLUCoefficients(nn.Module):
     """Slopes of one dynamic ReLU from token 0: Linear -> ReLU -> Linear -> hard sigmoid, mapped to (a1, a2).
 
-    The reference maps the hard sigmoid h as a1 = 2h, a2 = 2h - 1. In deploy form the factor (and the hard
-    sigmoid's own 1/6 and +3) fold into the last Linear, leaving a1 = hardtanh(z) + 1, a2 = hardtanh(z).
+    The reference maps the hard sigmoid h as a1 = 2h, a2 = 2h - 1. The deploy form folds that factor (and the
+    hard sigmoid's 1/6 and +3) into the last layer, leaving a1 = hardtanh(z) + 1, a2 = hardtanh(z), and runs the
+    MLP as 1x1 convs on token 0 viewed as ``[B, D, 1, 1]``: converters then keep the coefficients channels-last,
+    so slicing them needs no layout op.
     """
 
     def __init__(self, token_dim: int, channels: int) -> None:
@@ -106,25 +108,35 @@ class DyReLUCoefficients(nn.Module):
             nn.Linear(token_dim // HYPER_REDUCTION, 2 * channels),
             nn.Hardsigmoid(),
         )
-        # shift added to the coefficients: -1 on the a2 half (training form), +1 on the a1 half (deploy form)
+        # added to the coefficients: -1 on the a2 half (training form); +1 on the a1 half (deploy form)
         self.register_buffer("shift", torch.cat([torch.zeros(channels), -torch.ones(channels)]), persistent=False)
-        self.gain = 2.0
+        self.deployed = False
 
     def forward(self, token0: torch.Tensor) -> torch.Tensor:
         """token0 [B, 1, D] -> coefficients [B, 2C, 1, 1]."""
-        a = self.hyper(token0)
-        if self.gain != 1.0:
-            a = a * self.gain
-        return (a + self.shift).reshape(a.shape[0], 2 * self.channels, 1, 1)
+        if self.deployed:
+            return self.hyper(token0.reshape(token0.shape[0], -1, 1, 1)) + self.shift
+        return (self.hyper(token0) * 2.0 + self.shift).reshape(token0.shape[0], 2 * self.channels, 1, 1)
 
+    @torch.no_grad()
     def reparameterize(self) -> None:
-        if self.gain == 1.0:
+        if self.deployed:
             return
-        # 2 * relu6(z + 3) / 6 + shift == hardtanh(z / 3) + 1 + shift
+        # 2 * relu6(z + 3) / 6 - 1 == hardtanh(z / 3)
         _scale_linear_(self.hyper[2], 1.0 / 3.0)
+        self.hyper[0], self.hyper[2] = _pointwise_conv(self.hyper[0]), _pointwise_conv(self.hyper[2])
         self.hyper[3] = nn.Hardtanh()
-        self.shift = self.shift + 1.0
-        self.gain = 1.0
+        self.shift = (self.shift + 1.0).reshape(-1, 1, 1)
+        self.deployed = True
+
+
+def _pointwise_conv(linear: nn.Linear) -> nn.Conv2d:
+    """The same map as ``linear``, on ``[B, C, 1, 1]`` tensors."""
+    conv = nn.Conv2d(linear.in_features, linear.out_features, 1)
+    with torch.no_grad():
+        conv.weight.copy_(linear.weight[:, :, None, None])
+        conv.bias.copy_(linear.bias)
+    return conv
 
 
 def _head_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int) -> torch.Tensor:

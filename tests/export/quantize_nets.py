@@ -73,6 +73,55 @@ def gate(ctx: ExportContext, artifact: Path) -> dict[str, Any]:
                           ctx.shared["output_names"])
 
 
+EVAL_CLASSES = ("astronaut", "chelsea", "coffee", "rocket")
+
+
+def predict(net: nn.Module, path: Path) -> int:
+    from edge.data import load_rgb, preprocess
+
+    x = preprocess(load_rgb(path), IMG, MEAN, STD, 0.875, "bilinear")[None]
+    with torch.no_grad():
+        return int(net(x)[0].argmax())
+
+
+def image_folder(net: nn.Module, root: Path) -> dict[str, int]:
+    """An ImageFolder from the built-in photos: DIR/<photo name>/<3 views>, one corrupt file, class_index.json.
+
+    Each class's index is the network's prediction on its full photo, so fp32 top-1 is above 0 by construction of
+    the data (not of the code under test). Returns the class map."""
+    import json
+
+    from edge.data import builtin_images, load_rgb
+
+    photos = {p.stem: p for p in builtin_images().paths}
+    mapping = {}
+    for c in EVAL_CLASSES:
+        im = load_rgb(photos[c])
+        (root / c).mkdir(parents=True)
+        w, h = im.size
+        im.save(root / c / "full.jpg")
+        im.crop((0, 0, w // 2, h // 2)).save(root / c / "corner.jpg")
+        im.crop((w // 3, h // 3, w, h)).transpose(0).save(root / c / "flip.png")
+        mapping[c] = predict(net, root / c / "full.jpg")
+    (root / "chelsea" / "corrupt.jpg").write_bytes(b"\xff\xd8 broken")
+    (root / "class_index.json").write_text(json.dumps(mapping))
+    return mapping
+
+
+def direct_top1(predict_fn: Any, root: Path, mapping: dict[str, int]) -> float:
+    """Top-1 counted by hand over the readable images, in ImageFolder order."""
+    from edge.data import load_rgb
+
+    hits = n = 0
+    for c in EVAL_CLASSES:
+        for p in sorted((root / c).iterdir()):
+            if load_rgb(p) is None:
+                continue
+            hits += int(predict_fn(p) == mapping[c])
+            n += 1
+    return hits / n
+
+
 def sqnr(ref: np.ndarray, got: np.ndarray) -> float:
     ref, got = np.asarray(ref, np.float64), np.asarray(got, np.float64)
     return float(10 * np.log10(np.sum(ref**2) / np.sum((ref - got) ** 2)))

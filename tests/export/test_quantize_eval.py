@@ -1,5 +1,6 @@
-"""--eval DIR: top-1 of fp32 and of a quantized artifact on an ImageFolder the test builds from the built-in photos
-(classes = photo names, labels given by a class-index map), checked against a direct computation."""
+"""--eval DIR: top-1 on an ImageFolder the test builds from the built-in photos (classes = photo names, labels
+given by a class-index map), checked against a direct computation. The run through a real ONNX int8 artifact is in
+test_quantize_onnx.py (it reuses that file's fp32 export)."""
 
 from __future__ import annotations
 
@@ -10,15 +11,10 @@ import numpy as np
 import pytest
 import torch
 
-from edge.data import builtin_images, load_rgb, preprocess
+from edge.data import builtin_images, load_rgb
 from edge.errors import EdgeError
-from edge.export.context import QuantOptions
-from edge.export.quantize import quantize
 from edge.export.quantize.fidelity import evaluate_folder, read_image_folder
-from edge.export.targets import TARGETS
-from tests.export.quantize_nets import IMG, MEAN, STD, calibrated_tiny, make_ctx, shared_for
-
-CLASSES = ("astronaut", "chelsea", "coffee", "rocket")
+from tests.export.quantize_nets import calibrated_tiny, direct_top1, image_folder, make_ctx, predict, shared_for
 
 
 @pytest.fixture(scope="module")
@@ -26,41 +22,10 @@ def net():
     return calibrated_tiny()
 
 
-def _predict(net, path: Path) -> int:
-    x = preprocess(load_rgb(path), IMG, MEAN, STD, 0.875, "bilinear")[None]
-    with torch.no_grad():
-        return int(net(x)[0].argmax())
-
-
 @pytest.fixture(scope="module")
 def folder(net, tmp_path_factory) -> tuple[Path, dict[str, int]]:
-    """DIR/<photo name>/<3 views>.jpg plus class_index.json. Each class's index is the network's prediction on
-    its full photo, so fp32 top-1 is neither 0 nor 1 by construction of the data, not of the code under test."""
     root = tmp_path_factory.mktemp("imagefolder")
-    photos = {p.stem: p for p in builtin_images().paths}
-    mapping = {}
-    for c in CLASSES:
-        im = load_rgb(photos[c])
-        (root / c).mkdir()
-        w, h = im.size
-        im.save(root / c / "full.jpg")
-        im.crop((0, 0, w // 2, h // 2)).save(root / c / "corner.jpg")
-        im.crop((w // 3, h // 3, w, h)).transpose(0).save(root / c / "flip.png")
-        mapping[c] = _predict(net, root / c / "full.jpg")
-    (root / "chelsea" / "corrupt.jpg").write_bytes(b"\xff\xd8 broken")
-    (root / "class_index.json").write_text(json.dumps(mapping))
-    return root, mapping
-
-
-def _direct_top1(predict, root: Path, mapping: dict[str, int]) -> float:
-    hits = n = 0
-    for c in CLASSES:
-        for p in sorted((root / c).iterdir()):
-            if load_rgb(p) is None:
-                continue
-            hits += int(predict(p) == mapping[c])
-            n += 1
-    return hits / n
+    return root, image_folder(net, root)
 
 
 def test_read_image_folder_with_and_without_map(folder, tmp_path) -> None:
@@ -112,35 +77,12 @@ def test_eval_top1_matches_direct_computation(net, folder, tmp_path) -> None:
     with pytest.warns(UserWarning, match="skipped 1 unreadable"):
         res = evaluate_folder(root, ctx, {"int8": shifted})
     assert res["images"] == 12 and res["skipped_unreadable"] == 1 and res["classes"] == 4
-    fp32 = _direct_top1(lambda p: _predict(net, p), root, mapping)
+    fp32 = direct_top1(lambda p: predict(net, p), root, mapping)
     assert res["top1"]["fp32"] == pytest.approx(fp32) and fp32 >= 4 / 12  # every full photo is right
     calls = iter(range(1, 100))
 
     def shifted_direct(p: Path) -> int:
-        return (_predict(net, p) + next(calls) % 2) % 10
+        return (predict(net, p) + next(calls) % 2) % 10
 
-    expect = _direct_top1(shifted_direct, root, mapping)
+    expect = direct_top1(shifted_direct, root, mapping)
     assert res["top1"]["int8"] == pytest.approx(expect) and expect != fp32
-
-
-def test_eval_through_onnx_int8_quantization(net, folder, tmp_path) -> None:
-    """The --eval numbers in the manifest equal top-1 computed here with ONNX Runtime on the shipped artifact."""
-    import onnxruntime as ort
-
-    root, mapping = folder
-    shared = shared_for(net)
-    fp32 = TARGETS["onnx"].convert(make_ctx(net, "onnx", "fp32", tmp_path / "fp32", shared))
-    ctx = make_ctx(net, "onnx", "int8", tmp_path / "int8", shared, QuantOptions(eval_dir=root, calib_samples=8),
-                   float_artifact=fp32)
-    with pytest.warns(UserWarning, match="skipped 1"):
-        path = quantize(ctx)
-    ev = ctx.extras["quantization"]["eval"]
-    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-
-    def onnx_predict(p: Path) -> int:
-        x = preprocess(load_rgb(p), IMG, MEAN, STD, 0.875, "bilinear")[None].numpy()
-        return int(np.argmax(sess.run(None, {"input": x})[0]))
-
-    assert ev["top1"]["int8"] == pytest.approx(_direct_top1(onnx_predict, root, mapping))
-    assert ev["top1"]["fp32"] == pytest.approx(_direct_top1(lambda p: _predict(net, p), root, mapping))
-    assert ev["class_index"] == "class_index.json" and ev["images"] == 12

@@ -12,13 +12,25 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
+from edge.data import load_rgb, preprocess
 from edge.errors import EdgeError
 from edge.export import export
 from edge.export.context import QuantOptions
 from edge.export.numerics import THRESHOLDS
 from edge.export.quantize import quantize
 from edge.export.targets import TARGETS
-from tests.export.quantize_nets import IMG, calibrated_tiny, gate, make_ctx, shared_for
+from tests.export.quantize_nets import (
+    IMG,
+    MEAN,
+    STD,
+    calibrated_tiny,
+    direct_top1,
+    gate,
+    image_folder,
+    make_ctx,
+    predict,
+    shared_for,
+)
 
 
 @pytest.fixture(scope="module")
@@ -181,3 +193,23 @@ def test_pipeline_int8_end_to_end_and_bad_calibration_leaves_nothing(net, tmp_pa
     assert m["precision"] == "int8" and m["status"] == "ok" and m["quantization"]["mode"] == "int8"
     assert sorted(p.name for p in r.path.iterdir()) == ["manifest.json", "model.onnx"]
     assert m["numerics"]["thresholds"]["min_sqnr_db"] == THRESHOLDS["int8"].min_sqnr_db
+
+
+def test_eval_through_int8_quantization(net, shared, fp32, tmp_path_factory) -> None:
+    """--eval: the manifest's top-1 equals top-1 computed here with ONNX Runtime on the shipped artifact."""
+    import onnxruntime as ort
+
+    root = tmp_path_factory.mktemp("imagefolder")
+    mapping = image_folder(net, root)
+    with pytest.warns(UserWarning, match="skipped 1"):
+        ctx, path = _quantize(net, shared, fp32, tmp_path_factory, "int8", eval_dir=root, calib_samples=8)
+    ev = ctx.extras["quantization"]["eval"]
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+    def onnx_predict(p: Path) -> int:
+        x = preprocess(load_rgb(p), IMG, MEAN, STD, 0.875, "bilinear")[None].numpy()
+        return int(np.argmax(sess.run(None, {"input": x})[0]))
+
+    assert ev["top1"]["int8"] == pytest.approx(direct_top1(onnx_predict, root, mapping))
+    assert ev["top1"]["fp32"] == pytest.approx(direct_top1(lambda p: predict(net, p), root, mapping))
+    assert ev["top1"]["fp32"] >= 4 / 12 and ev["class_index"] == "class_index.json" and ev["images"] == 12

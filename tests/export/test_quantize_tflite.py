@@ -75,7 +75,8 @@ def test_int8_is_full_integer_with_int8_io_recorded_for_the_gate(int8) -> None:
     ioq = ctx.extras["io_quantization"]
     assert ioq["inputs"][0]["scale"] == pytest.approx(ins[0]["quantization"][0])
     assert ioq["inputs"][0]["zero_point"] == ins[0]["quantization"][1]
-    assert ioq["outputs"][0]["scale"] == pytest.approx(outs[0]["quantization"][0]) and ioq["outputs"][0]["dtype"] == "int8"
+    assert ioq["outputs"][0]["scale"] == pytest.approx(outs[0]["quantization"][0])
+    assert ioq["outputs"][0]["dtype"] == "int8"
     report = gate(ctx, path)  # quantizes the float images with the recorded scale, dequantizes the logits
     assert report["passed"], report["failures"]
     q = ctx.extras["quantization"]
@@ -150,12 +151,19 @@ def test_engine_errors(net, shared, fp32, tmp_path_factory) -> None:
 
 @pytest.mark.slow  # a second full conversion through torch.export + PT2E: 40-110 s here
 def test_pt2e_engine(net, shared, fp32, tmp_path_factory, int8) -> None:
-    """PT2E: int8 I/O too, but hardswish / LayerNorm / softmax stay float between QUANTIZE/DEQUANTIZE."""
-    ctx, path = _quantize(net, shared, fp32, tmp_path_factory, "int8", engine="pt2e")
+    """PT2E: int8 I/O too, but hardswish / LayerNorm / softmax stay float between QUANTIZE/DEQUANTIZE;
+    --keep-float works by module path, and the per-layer study runs on the fake-quantized torch graph."""
+    ctx, path = _quantize(net, shared, fp32, tmp_path_factory, "int8", engine="pt2e", keep_float=("attn.qkv",))
     ops, float_ops, ins, outs = _graph(path)
     assert ins[0]["dtype"] == np.int8 and outs[0]["dtype"] == np.int8
     assert float_ops > 0 and ops["DEQUANTIZE"] >= 2
+    it = Interpreter(model_path=str(path))
+    td = {t["index"]: t for t in it.get_tensor_details()}
+    fc = [op for op in it._get_ops_details() if op["op_name"] == "FULLY_CONNECTED"]
+    assert sum(td[op["outputs"][0]]["dtype"] == np.float32 for op in fc) == 1  # attn.qkv kept float
     q = ctx.extras["quantization"]
-    assert q["engine"] == "pt2e" and "layers" not in q["fidelity"]
+    assert q["engine"] == "pt2e" and q["keep_float"] == ["attn.qkv"]
+    rows = q["fidelity"]["layers"]["all"]
+    assert {"stem.0", "attn.proj", "head"} <= {r["module"] for r in rows}
     report = gate(ctx, path)
     assert report["passed"], report["failures"]

@@ -88,8 +88,15 @@ def quantize(ctx: ExportContext) -> Path:
     """Quantize ``ctx.float_artifact`` into ``ctx.workdir`` with the target's quantizer; return the artifact path."""
     check_mode(ctx.target, ctx.precision)
     if ctx.precision not in INT_PRECISIONS:
-        raise EdgeError(f"precision {ctx.precision!r} is not an integer mode", f"use one of {', '.join(INT_PRECISIONS)}")
-    module = importlib.import_module(f"edge.export.quantize.{ctx.target}")
+        raise EdgeError(f"precision {ctx.precision!r} is not an integer mode",
+                        f"use one of {', '.join(INT_PRECISIONS)}")
+    try:
+        module = importlib.import_module(f"edge.export.quantize.{ctx.target}")
+    except ModuleNotFoundError as e:
+        if e.name != f"edge.export.quantize.{ctx.target}":
+            raise
+        raise EdgeError(f"{ctx.target} quantization is not available in this installation",
+                        "export fp32/fp16, or use --target onnx or tflite") from None
     return module.quantize(ctx)
 
 

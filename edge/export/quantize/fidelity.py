@@ -184,7 +184,8 @@ def onnx_layer_sqnr(float_path: Path, quant_path: Path, xs: list[np.ndarray], gr
     from edge.export.quantize.onnx import session
 
     fmodel = onnx.shape_inference.infer_shapes(onnx.load(str(float_path)))
-    float_types = {v.name: v.type.tensor_type.elem_type for v in list(fmodel.graph.value_info) + list(fmodel.graph.output)}
+    values = list(fmodel.graph.value_info) + list(fmodel.graph.output)
+    float_types = {v.name: v.type.tensor_type.elem_type for v in values}
     wanted = [ly["output"] for ly in graph.layers if float_types.get(ly["output"]) == TensorProto.FLOAT]
     qmodel = onnx.load(str(quant_path))
     produced = {o for n in qmodel.graph.node for o in n.output}
@@ -213,7 +214,8 @@ def onnx_layer_sqnr(float_path: Path, quant_path: Path, xs: list[np.ndarray], gr
     return layer_table(graph.layers, noise, [fin], groups)
 
 
-def _fused_groups(layers: list[dict[str, Any]], qmodel: Any, tensors: Sequence[str]) -> dict[str, tuple[str, str, list[str]]]:
+def _fused_groups(layers: list[dict[str, Any]], qmodel: Any,
+                  tensors: Sequence[str]) -> dict[str, tuple[str, str, list[str]]]:
     """Tensors the quantized graph computes with a different node than the float graph (ORT's quantizer folds
     Relu/Clip into the Conv before it): tensor -> (display name, op, float nodes from that node to the tensor)."""
     qprod = {o: n.name for n in qmodel.graph.node for o in n.output}

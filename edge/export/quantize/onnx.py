@@ -53,7 +53,8 @@ def quantize(ctx: ExportContext) -> Path:
     from edge.export.quantize import fidelity
 
     if ctx.float_artifact is None or not Path(ctx.float_artifact).is_file():
-        raise EdgeError("the ONNX quantizer needs the fp32 model.onnx first", "the pipeline converts fp32 before quantize")
+        raise EdgeError("the ONNX quantizer needs the fp32 model.onnx first",
+                        "the pipeline converts fp32 before quantize")
     q = ctx.options.quant
     tmp = Path(ctx.workdir) / ".quantize-onnx"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -186,7 +187,8 @@ def quantize_file(precision: str, pre: Path, out: Path, calib: CalibrationSet | 
                          nodes_to_exclude=exclude, extra_options={"MatMulConstBOnly": True})
         return out
     if calib is None:
-        raise EdgeError(f"{precision} needs calibration images", "pass --calib DIR or leave it out for the built-in set")
+        raise EdgeError(f"{precision} needs calibration images",
+                        "pass --calib DIR or leave it out for the built-in set")
     name = onnx.load(str(pre), load_external_data=False).graph.input[0].name
     reader = _Reader(name, calib.numpy(channels_last=nhwc))
     cal_method = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
@@ -221,7 +223,8 @@ def weight_only(model: onnx.ModelProto, exclude: Sequence[str] = ()) -> onnx.Mod
 
     g = model.graph
     if max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=0) < 13:
-        raise EdgeError("weight-only ONNX quantization needs opset >= 13 (per-axis DequantizeLinear)", "export with --opset 17")
+        raise EdgeError("weight-only ONNX quantization needs opset >= 13 (per-axis DequantizeLinear)",
+                        "export with --opset 18")
     inits = {i.name: i for i in g.initializer}
     skip = set(exclude)
     done: set[str] = set()
@@ -249,7 +252,8 @@ def weight_only(model: onnx.ModelProto, exclude: Sequence[str] = ()) -> onnx.Mod
         qw = np.clip(np.round(w / scale.reshape(shape)), -127, 127).astype(np.int8)
         new_inits += [numpy_helper.from_array(qw, f"{wname}_int8"), numpy_helper.from_array(scale, f"{wname}_scale"),
                       numpy_helper.from_array(np.zeros_like(scale, dtype=np.int8), f"{wname}_zero_point")]
-        new_nodes.append(helper.make_node("DequantizeLinear", [f"{wname}_int8", f"{wname}_scale", f"{wname}_zero_point"],
+        new_nodes.append(helper.make_node("DequantizeLinear",
+                                          [f"{wname}_int8", f"{wname}_scale", f"{wname}_zero_point"],
                                           [wname], name=f"{wname}_DequantizeLinear", axis=axis))
         done.add(wname)
     keep = [i for i in g.initializer if i.name not in done]

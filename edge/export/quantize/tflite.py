@@ -85,8 +85,15 @@ def quantize(ctx: ExportContext) -> Path:
         nhwc = bool(ctx.options.channels_last)
         if engine == "pt2e":
             excluded = list(q.keep_float)
-            artifact = pt2e_quantize(ctx, calib, tmp / "pt2e.tflite", excluded, float_io=q.float_io)
-            layer_fn = None  # a separate conversion: its tensor names do not match the float .tflite's
+            graphs: dict[str, Any] = {}
+
+            def build(exclude: Sequence[str], path: Path) -> Path:
+                return pt2e_quantize(ctx, calib, path, exclude, float_io=q.float_io)
+
+            artifact = pt2e_quantize(ctx, calib, tmp / "pt2e.tflite", excluded, float_io=q.float_io, keep=graphs)
+
+            def layer_fn(float_path: Path, quant_path: Path, xs: list[np.ndarray], graph: Any) -> list[dict]:
+                return pt2e_layer_sqnr(graphs, xs)
         else:
             excluded = graph.resolve(q.keep_float)
             ranges: dict[str, Any] = {}
@@ -100,7 +107,7 @@ def quantize(ctx: ExportContext) -> Path:
             layer_fn = fidelity.tflite_layer_sqnr
         report = fidelity.study(
             ctx, graph, float_path=float_copy, quant_path=artifact, runner=fidelity.target_runner(ctx),
-            rebuild=(lambda exclude: build(exclude, tmp / f"aeq{len(exclude)}.tflite")) if engine == "aeq" else None,
+            rebuild=lambda exclude: build(exclude, tmp / f"{engine}{len(exclude)}.tflite"),
             excluded=excluded, layer_fn=layer_fn, layer_input=fidelity.io_layout(ctx))
         artifact = report.pop("_artifact")
         final = Path(ctx.workdir) / ARTIFACT
@@ -276,8 +283,10 @@ def _signature(path: Path) -> dict[str, str]:
 
 
 def pt2e_quantize(ctx: ExportContext, calib: CalibrationSet | None, out: Path, keep_float: Sequence[str] = (),
-                  float_io: bool = False) -> Path:
-    """W8A8 through torch.export + PT2E + litert-torch, the same module / layout the fp32 conversion used."""
+                  float_io: bool = False, keep: dict[str, Any] | None = None) -> Path:
+    """W8A8 through torch.export + PT2E + litert-torch, the same module / layout the fp32 conversion used.
+
+    ``keep`` (if given) receives the float and the fake-quantized torch graphs, for the per-layer study."""
     import litert_torch
     import torch
     from litert_torch.quantize.pt2e_quantizer import get_symmetric_quantization_config
@@ -296,17 +305,79 @@ def pt2e_quantize(ctx: ExportContext, calib: CalibrationSet | None, out: Path, k
     example = ctx.example_io
     quantizer = keep_float_quantizer(keep_float).set_global(get_symmetric_quantization_config(is_per_channel=True))
     with ctx.progress.stage("quantize", "tflite int8 (PT2E prepare + calibrate)"):
-        gm = torch.export.export(module, (example,), strict=False).module()
+        program = torch.export.export(module, (example,), strict=False)
+        gm = program.module()
         quantizer.check_names(gm)
         prepared = prepare_pt2e(gm, quantizer)
         with torch.no_grad():
             for s in calib.numpy(channels_last=bool(ctx.options.channels_last)):
                 prepared(torch.from_numpy(s))
         converted = convert_pt2e(prepared, fold_quantize=False)
+    if keep is not None:
+        keep["float"], keep["quant"] = program.module(), converted
     with ctx.progress.stage("quantize", "tflite int8 (PT2E convert)"):
         edge_model = litert_torch.convert(converted, (example,), quant_config=QuantConfig(pt2e_quantizer=quantizer))
         edge_model.export(str(out))
     return out
+
+
+def pt2e_layer_sqnr(graphs: dict[str, Any], xs: list[np.ndarray]) -> list[dict[str, Any]]:
+    """Per-module SQNR of the PT2E fake-quantized torch graph (what litert-torch converts) against the float
+    exported graph. Both keep torch.export's node names; a quantized tensor is read after its
+    quantize/dequantize pair, i.e. as the next op sees it."""
+    import torch
+
+    from edge.export.quantize.fidelity import TensorNoise, module_table
+
+    fgm, qgm = graphs["float"], graphs["quant"]
+
+    def capture(gm: Any, x: np.ndarray) -> dict[str, Any]:
+        values: dict[str, Any] = {}
+
+        class Capture(torch.fx.Interpreter):
+            def run_node(self, n: Any) -> Any:
+                out = super().run_node(n)
+                if isinstance(out, torch.Tensor) and out.is_floating_point():
+                    values[n.name] = out.detach()
+                return out
+
+        with torch.no_grad():
+            Capture(gm).run(torch.from_numpy(x))
+        return values
+
+    def seen_as(n: Any) -> str:
+        """The node whose value consumers of ``n`` read: its quantize -> dequantize pair if it has one."""
+        for u in n.users:
+            if "quantize_per_tensor" in str(u.target) and "dequantize" not in str(u.target):
+                for d in u.users:
+                    if "dequantize" in str(d.target):
+                        return d.name
+        return n.name
+
+    qnodes = {n.name: n for n in qgm.graph.nodes}
+    fnodes = [n for n in fgm.graph.nodes if n.op in ("call_function", "placeholder")]
+    layers = []
+    for n in fnodes:
+        if n.op == "placeholder":
+            continue
+        stack = n.meta.get("nn_module_stack") or {}
+        paths = [p for p in _module_paths(n)]
+        layers.append({"name": n.name, "op": str(n.target).split(".")[-2] if "." in str(n.target) else str(n.target),
+                       "module": paths[-1] if paths else None, "output": n.name,
+                       "inputs": [a.name for a in n.all_input_nodes], "quantizable": bool(stack)})
+    noise = TensorNoise()
+    for x in xs:
+        fv, qv = capture(fgm, x), capture(qgm, x)
+        for n in fnodes:
+            if n.name in fv and n.name in qnodes:
+                qn = seen_as(qnodes[n.name])
+                if qn in qv:
+                    noise.add(n.name, fv[n.name].numpy(), qv[qn].numpy())
+    rows = module_table(layers, noise)
+    for r in rows:  # PT2E keeps modules float by module path
+        r["nodes"] = [r["module"]] if r["module"] else []
+        r["quantizable"] = bool(r["module"])
+    return rows
 
 
 def keep_float_quantizer(keep_float: Sequence[str] = ()) -> Any:

@@ -37,6 +37,23 @@ def _metadata(ctx: ExportContext) -> dict[str, str]:
     return meta
 
 
+def _drop_duplicate_nodes(model: Any) -> Any:
+    """ORT's float16 tool inserts the same Cast twice when one fp16 tensor feeds two ops it keeps in fp32
+    (seen in EfficientFormerV2), which ONNX Runtime rejects ("two nodes with same node name"). Identical nodes
+    compute identical values, so all but the first are dropped."""
+    seen: set[bytes] = set()
+    keep = []
+    for node in model.graph.node:
+        key = node.SerializeToString(deterministic=True)
+        if key not in seen:
+            seen.add(key)
+            keep.append(node)
+    if len(keep) != len(model.graph.node):
+        del model.graph.node[:]
+        model.graph.node.extend(keep)
+    return model
+
+
 class OnnxTarget(Target):
     name = "onnx"
     artifact_name = "model.onnx"
@@ -66,7 +83,7 @@ class OnnxTarget(Target):
         if ctx.precision == "fp16":
             from onnxruntime.transformers.float16 import convert_float_to_float16
 
-            model = convert_float_to_float16(model, keep_io_types=True)
+            model = _drop_duplicate_nodes(convert_float_to_float16(model, keep_io_types=True))
         onnx.helper.set_model_props(model, _metadata(ctx))
         onnx.save(model, str(path))
         return path

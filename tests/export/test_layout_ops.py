@@ -1,0 +1,114 @@
+"""Layout ops in the TFLite graphs edge writes (issue 6): counted, not timed.
+
+The graphs are read back through the LiteRT interpreter's own op list, with the default XNNPACK delegate left
+out so that every builtin op stays visible. That is a second reader, independent of the flatbuffer walk that
+fills the manifest, so the manifest's histogram is checked against the file rather than against itself.
+
+Goals asserted (issue 6, "Fewest layout ops"):
+* a CNN exported with ``--channels-last`` has no TRANSPOSE (GhostNet-0.5x, the smallest CNN in the zoo);
+* EfficientFormerV2's TFLite has at most 10 TRANSPOSE (timm's S0 converted by hand has 55);
+* no softmax is decomposed into REDUCE_MAX / SUB / EXP / SUM / DIV: every attention keeps one native SOFTMAX.
+
+Both networks are exported at 64x64 (EfficientFormerV2's smallest size, built for it with ``img_size=64``): the
+op structure does not depend on the input size, and the conversions stay cheap.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from edge.export import export
+from edge.models import get_info
+
+IMG = 64
+EFV2 = "efficientformerv2-s0"
+MAX_EFV2_TRANSPOSE = 10
+
+
+def interpreter_ops(artifact: Path) -> list[dict]:
+    """The interpreter's op list (name, input and output tensor indices), before any delegate rewrites it."""
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    interp = Interpreter(model_path=str(artifact),
+                         experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    interp.allocate_tensors()
+    return interp._get_ops_details()  # noqa: SLF001 - the only public-enough view of the runtime's op list
+
+
+def histogram(ops: list[dict]) -> dict[str, int]:
+    return dict(Counter(op["op_name"] for op in ops))
+
+
+def decomposed_softmaxes(ops: list[dict]) -> list[int]:
+    """Indices of EXP ops that are part of a hand-written softmax: fed by SUB(REDUCE_MAX, .) or feeding a SUM."""
+    producer = {int(t): op for op in ops for t in op["outputs"]}
+    consumers: dict[int, list[str]] = {}
+    for op in ops:
+        for t in op["inputs"]:
+            consumers.setdefault(int(t), []).append(op["op_name"])
+    found = []
+    for op in ops:
+        if op["op_name"] != "EXP":
+            continue
+        sub = producer.get(int(op["inputs"][0]))
+        from_max = sub is not None and sub["op_name"] == "SUB" and any(
+            producer.get(int(t), {}).get("op_name") == "REDUCE_MAX" for t in sub["inputs"])
+        to_sum = "SUM" in consumers.get(int(op["outputs"][0]), [])
+        if from_max or to_sum:
+            found.append(op["index"])
+    return found
+
+
+@pytest.fixture(scope="module")
+def ghostnet(tmp_path_factory):
+    (r,) = export("ghostnet-0.5x", target="tflite", precision="fp32", out=tmp_path_factory.mktemp("ghost"),
+                  img_size=IMG, channels_last=True)
+    return r
+
+
+@pytest.fixture(scope="module")
+def efv2(tmp_path_factory):
+    (r,) = export(EFV2, target="tflite", precision="fp32", out=tmp_path_factory.mktemp("efv2"), img_size=IMG,
+                  options={"img_size": IMG})
+    return r
+
+
+def test_cnn_with_channels_last_has_no_transpose(ghostnet) -> None:
+    assert ghostnet.passed
+    assert ghostnet.manifest["inputs"][0]["shape"] == [1, IMG, IMG, 3]
+    assert ghostnet.manifest["inputs"][0]["layout"] == "NHWC"
+    ops = histogram(interpreter_ops(ghostnet.artifact))
+    assert ops.get("CONV_2D", 0) > 0  # the graph is really the network
+    assert ops.get("TRANSPOSE", 0) == 0, f"TRANSPOSE in a channels-last CNN graph: {ops}"
+
+
+def test_efficientformerv2_transposes_within_goal(efv2) -> None:
+    assert efv2.passed
+    ops = histogram(interpreter_ops(efv2.artifact))
+    t = ops.get("TRANSPOSE", 0)
+    assert t <= MAX_EFV2_TRANSPOSE, (f"{EFV2} TFLite has {t} TRANSPOSE, goal <= {MAX_EFV2_TRANSPOSE} "
+                                     f"(RESHAPE {ops.get('RESHAPE', 0)}, {sum(ops.values())} ops)")
+
+
+def test_efficientformerv2_softmax_is_native(efv2) -> None:
+    ops = interpreter_ops(efv2.artifact)
+    # S0: the last num_vit blocks of stages 3 and 4 are attention blocks, plus the attention downsampler into 4.
+    attentions = 2 * get_info(EFV2).builder_kwargs["num_vit"] + 1
+    decomposed = decomposed_softmaxes(ops)
+    native = histogram(ops).get("SOFTMAX", 0)
+    assert not decomposed, f"{len(decomposed)} of {attentions} softmaxes are decomposed (EXP ops {decomposed})"
+    assert native == attentions
+
+
+@pytest.mark.parametrize("which", ["ghostnet", "efv2"])
+def test_manifest_histogram_matches_the_file(which, request) -> None:
+    r = request.getfixturevalue(which)
+    ops = histogram(interpreter_ops(r.artifact))
+    m = r.manifest["ops"]
+    assert m["histogram"] == ops
+    assert m["total"] == sum(ops.values())
+    assert m["layout"] == {"transpose": ops.get("TRANSPOSE", 0),
+                           "reshape": sum(ops.get(k, 0) for k in ("RESHAPE", "SQUEEZE", "EXPAND_DIMS"))}
