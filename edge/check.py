@@ -424,24 +424,11 @@ def _worst_output(num: dict[str, Any]) -> str:
     return "; ".join(parts)
 
 
-def fidelity_of(man: dict[str, Any]) -> dict[str, float | None]:
-    """SQNR and top-1 agreement: the quantization report's when present, else the numerics gate's worst output."""
-    fid = ((man.get("quantization") or {}).get("fidelity") or {})
-    out: dict[str, float | None] = {"sqnr_db": None, "top1_agree": None}
-    for k in out:
-        if isinstance(fid.get(k), int | float):
-            out[k] = float(fid[k])
-    outs = [o for o in ((man.get("numerics") or {}).get("outputs") or {}).values() if isinstance(o, dict)]
-    for k in out:
-        vals = [float(o[k]) for o in outs if isinstance(o.get(k), int | float)]
-        if out[k] is None and vals:
-            out[k] = min(vals)
-    return out
-
-
 def _fidelity_step(case: Case, man: dict[str, Any]) -> Step:
     if case.min_sqnr_db is None and case.min_top1_agree is None:
         return Step("fidelity", SKIP, "no budget set")
+    from edge.claims.results import fidelity_of
+
     f = fidelity_of(man)
     problems, seen = [], []
     for key, floor, unit in (("sqnr_db", case.min_sqnr_db, " dB"), ("top1_agree", case.min_top1_agree, "")):

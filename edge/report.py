@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from edge.claims import zoo_name
-from edge.claims.results import Measurement, Results, load_results
+from edge.claims.results import Measurement, Results, fidelity_of, load_results
 from edge.claims.verdict import (
     CONFIRMED,
     CONTRADICTED,
@@ -299,14 +299,7 @@ def plot_fidelity_and_sizes(data: ReportData) -> list[tuple[str, str]]:
 
 
 def _fidelity(man: dict[str, Any], key: str) -> float | None:
-    fid = ((man.get("quantization") or {}).get("fidelity") or {})
-    if fid.get(key) is not None:
-        return float(fid[key])
-    outs = ((man.get("numerics") or {}).get("outputs") or {})
-    for o in outs.values():
-        if isinstance(o, dict) and o.get(key) is not None:
-            return float(o[key])
-    return None
+    return fidelity_of(man)[key]
 
 
 # ------------------------------------------------------------------------------------------------------- HTML

@@ -7,7 +7,8 @@
 Each model runs in its own subprocess (a crash or a leak in one converter cannot take the others down); inside
 it, each target and precision is exported separately through ``edge.export.export`` so one rejected target does
 not hide the rest. Every finished cell is appended to ``OUT/matrix.jsonl`` at once (a killed run keeps what it
-did, and ``--resume`` skips it); the markdown table is rewritten from that file at the end.
+did, and ``--resume`` redoes only the cells that did not pass); the markdown table is rewritten from that file
+at the end.
 """
 
 from __future__ import annotations
@@ -147,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--img-size", type=int, help="override every model's input size (default: each model's own)")
     ap.add_argument("--out", default="out/matrix", help="export root (artifacts + matrix.jsonl)")
     ap.add_argument("--doc", default=str(ROOT / "docs" / "matrix.md"))
-    ap.add_argument("--resume", action="store_true", help="keep OUT/matrix.jsonl and skip finished cells")
+    ap.add_argument("--resume", action="store_true", help="keep OUT/matrix.jsonl; redo only cells that did not pass")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     out = Path(args.out)
@@ -167,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
         names = list(fams.values())
     if not args.resume and jsonl.exists():
         jsonl.unlink()
-    done = {(r["model"], r["target"], r["precision"]) for r in read_jsonl(jsonl)}
+    done = {(r["model"], r["target"], r["precision"]) for r in read_jsonl(jsonl) if r["status"] == "ok"}
     started = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     t0 = time.perf_counter()
     for name in names:
@@ -188,7 +189,8 @@ def main(argv: list[str] | None = None) -> int:
                     if (name, t, p) not in finished:
                         append_jsonl(jsonl, {"model": name, "target": t, "precision": p, "status": "crash",
                                              "error": f"worker process exited with {rc}", "seconds": 0.0})
-    records = read_jsonl(jsonl)
+    latest = {(r["model"], r["target"], r["precision"]): r for r in read_jsonl(jsonl)}  # a rerun replaces a cell
+    records = list(latest.values())
     command = "python scripts/export_matrix.py " + " ".join(a for a in (argv or sys.argv[1:]))
     write_markdown(records, Path(args.doc), command.strip(), started, time.perf_counter() - t0)
     print(f"wrote {args.doc}: {sum(r['status'] == 'ok' for r in records)}/{len(records)} ok")

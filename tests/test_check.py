@@ -145,6 +145,19 @@ def _report(tmp_path: Path) -> CheckReport:
     return CheckReport([a, b], tmp_path / "baseline.json", seconds=1.5)
 
 
+def test_fidelity_budget_reads_the_quantization_report():
+    from edge.check import _fidelity_step
+    from tests.synthetic_results import manifest
+
+    man = manifest("m", "tflite", "int8", sqnr_db=30.0, top1_agree=1.0)
+    # the quantizer's report is per output; it wins over the numerics gate's numbers
+    man["quantization"]["fidelity"] = {"outputs": {"logits": {"sqnr_db": 18.99, "top1_agree": 0.625}}}
+    case = Case(model="m", target="tflite", precision="int8", min_sqnr_db=20.0, min_top1_agree=0.6)
+    step = _fidelity_step(case, man)
+    assert step.status == FAIL and "sqnr_db 18.99 dB < 20 dB" in step.message
+    assert _fidelity_step(Case(model="m", target="tflite", precision="int8", min_top1_agree=0.6), man).status == PASS
+
+
 def test_junit_and_markdown(tmp_path):
     rep = _report(tmp_path)
     root = ET.fromstring(render_junit(rep))

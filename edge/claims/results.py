@@ -198,6 +198,29 @@ def device_selected(device: dict[str, Any], wanted: str) -> bool:
     return w in names
 
 
+def fidelity_of(man: dict[str, Any]) -> dict[str, float | None]:
+    """Worst SQNR (dB) and top-1 agreement over an export's outputs.
+
+    The quantization report's own fidelity (``quantization.fidelity``, flat or per output) wins; otherwise the
+    numerics gate's per-output metrics are used.
+    """
+    out: dict[str, float | None] = {"sqnr_db": None, "top1_agree": None}
+    fid = (man.get("quantization") or {}).get("fidelity") or {}
+    numerics = (man.get("numerics") or {}).get("outputs") or {}
+    for source in (fid, {"outputs": fid.get("outputs") or {}}, {"outputs": numerics}):
+        for k in out:
+            if out[k] is not None:
+                continue
+            if isinstance(source.get(k), int | float):
+                out[k] = float(source[k])
+                continue
+            vals = [float(o[k]) for o in (source.get("outputs") or {}).values()
+                    if isinstance(o, dict) and isinstance(o.get(k), int | float)]
+            if vals:
+                out[k] = min(vals)
+    return out
+
+
 # -------------------------------------------------------------------------------------------------- loading
 
 

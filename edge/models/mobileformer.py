@@ -126,7 +126,7 @@ class DyReLUCoefficients(nn.Module):
         _scale_linear_(self.hyper[2], 1.0 / 3.0)
         self.hyper[0], self.hyper[2] = _pointwise_conv(self.hyper[0]), _pointwise_conv(self.hyper[2])
         self.hyper[3] = nn.Hardtanh()
-        self.shift = (self.shift + 1.0).reshape(-1, 1, 1)
+        self.shift = (self.shift + 1.0).reshape(1, -1, 1, 1)  # 4-D, so converters keep the add channels-last
         self.deployed = True
 
 

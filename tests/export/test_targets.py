@@ -154,9 +154,10 @@ def test_fp16_artifacts_pass_and_are_really_fp16(fp16, fp32, target: str) -> Non
     elif target == "onnx":
         import onnx
 
-        inits = onnx.load(str(r.artifact)).graph.initializer
-        n16 = sum(t.data_type == onnx.TensorProto.FLOAT16 for t in inits)
-        assert n16 >= len(inits) / 2
+        model = onnx.load(str(r.artifact))
+        n16 = sum(t.data_type == onnx.TensorProto.FLOAT16 for t in model.graph.initializer)
+        assert n16 >= len(model.graph.initializer) / 2
+        onnx.checker.check_model(model)  # valid ONNX: float16 casts in topological order
     else:
         assert hist.get("cast", 0) == 2  # float32 in -> fp16 program -> float32 out
 
@@ -237,3 +238,31 @@ def test_zoo_variant_converts_to_every_target(tmp_path, name: str) -> None:
     assert [r.target for r in results] == list(TARGET_ORDER)
     for r in results:
         assert r.passed, (r.target, r.manifest["numerics"])
+
+
+def test_fp16_onnx_repair_of_duplicate_casts() -> None:
+    """ORT's float16 tool can emit one Cast twice (EfficientFormerV2); ORT then refuses the model."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    from edge.export.targets.onnx import _drop_duplicate_nodes, _toposort
+
+    cast = helper.make_node("Cast", ["h"], ["h32"], name="h_cast", to=TensorProto.FLOAT)
+    nodes = [
+        helper.make_node("Relu", ["h32"], ["a"], name="relu"),
+        helper.make_node("Sigmoid", ["h32"], ["b"], name="sig"),
+        helper.make_node("Add", ["a", "b"], ["y"], name="add"),
+        cast, cast,  # appended after their users, twice
+        helper.make_node("Cast", ["x"], ["h"], name="x_cast", to=TensorProto.FLOAT16),
+    ]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=9)
+    with pytest.raises(Exception, match="same node name"):
+        ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    fixed = _toposort(_drop_duplicate_nodes(model))
+    onnx.checker.check_model(fixed)
+    sess = ort.InferenceSession(fixed.SerializeToString(), providers=["CPUExecutionProvider"])
+    x = np.array([-1.0, 2.0], np.float32)
+    np.testing.assert_allclose(sess.run(None, {"x": x})[0], np.maximum(x, 0) + 1 / (1 + np.exp(-x)), rtol=1e-3)

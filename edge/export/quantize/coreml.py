@@ -189,10 +189,22 @@ def mil_layer_sqnr(float_path: Path, quant_path: Path, xs: list[np.ndarray], gra
 
 
 def _dequantized_names(program) -> dict[str, str]:
-    """var -> the output of ``dequantize(quantize(var))`` in ``program``, where such a pair exists."""
-    quantized = {s.args.get("input"): s.outputs[0].name for s in program.steps if s.op_type == "quantize"}
-    dequantized = {s.args.get("input"): s.outputs[0].name for s in program.steps if s.op_type == "dequantize"}
-    return {var: dequantized[q] for var, q in quantized.items() if q in dequantized}
+    """var -> the output of ``dequantize(quantize(var))`` with one scale (the var in its own units), if any."""
+    def value(step, key):
+        ref = step.args.get(key)
+        v = program.consts.get(ref) if isinstance(ref, str) else None
+        return None if v is None else np.asarray(v, np.float64)
+
+    quantized = {s.outputs[0].name: s for s in program.steps if s.op_type == "quantize"}
+    out: dict[str, str] = {}
+    for deq in program.steps:
+        quant = quantized.get(deq.args.get("input")) if deq.op_type == "dequantize" else None
+        if quant is None or quant.args["input"] in out:
+            continue
+        a, b = value(quant, "scale"), value(deq, "scale")
+        if a is not None and b is not None and a.shape == b.shape and np.allclose(a, b, rtol=1e-3):
+            out[quant.args["input"]] = deq.outputs[0].name
+    return out
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -345,14 +357,16 @@ def _share_concat_ranges(groups: list[list[str]], ranges: dict[str, dict[str, fl
         _adjust_concat_surrounding_activation_stats(groups, ranges)
 
 
-def activation_config(keep_float: tuple[str, ...] = ()):
+def activation_config(keep_float: tuple[str, ...] = (), mode: str = "linear_symmetric"):
+    """int8 per-tensor activations; symmetric is what coremltools documents (and the Neural Engine's int8 path)."""
     import coremltools.optimize.coreml as cto
 
-    op_cfg = cto.OpLinearQuantizerConfig(mode="linear_symmetric", dtype="int8", weight_threshold=None)
+    op_cfg = cto.OpLinearQuantizerConfig(mode=mode, dtype="int8", weight_threshold=None)
     return cto.OptimizationConfig(global_config=op_cfg, op_name_configs={n: None for n in keep_float})
 
 
-def quantize_w8a8(model, ranges: dict[str, dict[str, float]], keep_float: tuple[str, ...] = ()):
+def quantize_w8a8(model, ranges: dict[str, dict[str, float]], keep_float: tuple[str, ...] = (),
+                  mode: str = "linear_symmetric"):
     """Insert coremltools' quantize/dequantize pairs with the given ranges, then int8 weights."""
     from coremltools import _SPECIFICATION_VERSION_IOS_17
     from coremltools.converters.mil.frontend.milproto import load as milproto_load
@@ -360,7 +374,7 @@ def quantize_w8a8(model, ranges: dict[str, dict[str, float]], keep_float: tuple[
     from coremltools.converters.mil.mil.passes.pass_registry import PASS_REGISTRY
     from coremltools.models import utils as model_utils
 
-    config = activation_config(keep_float)
+    config = activation_config(keep_float, mode)
     prefix = PASS_REGISTRY["compression::insert_prefix_quantize_dequantize_pair"]
     suffix = PASS_REGISTRY["compression::insert_suffix_quantize_dequantize_pair"]
     for p in (prefix, suffix):

@@ -54,6 +54,29 @@ def _drop_duplicate_nodes(model: Any) -> Any:
     return model
 
 
+def _toposort(model: Any) -> Any:
+    """The float16 tool appends its Cast nodes at the end of the graph; the ONNX spec (and onnx.checker) wants
+    nodes in topological order, which ONNX Runtime forgives but other runtimes may not."""
+    graph = model.graph
+    ready = {i.name for i in graph.input} | {i.name for i in graph.initializer} | {""}
+    pending = list(graph.node)
+    ordered = []
+    while pending:
+        rest = []
+        for node in pending:
+            if all(i in ready for i in node.input):
+                ordered.append(node)
+                ready.update(node.output)
+            else:
+                rest.append(node)
+        if len(rest) == len(pending):  # a cycle or a subgraph-captured name: keep the original order
+            return model
+        pending = rest
+    del graph.node[:]
+    graph.node.extend(ordered)
+    return model
+
+
 class OnnxTarget(Target):
     name = "onnx"
     artifact_name = "model.onnx"
@@ -83,7 +106,7 @@ class OnnxTarget(Target):
         if ctx.precision == "fp16":
             from onnxruntime.transformers.float16 import convert_float_to_float16
 
-            model = _drop_duplicate_nodes(convert_float_to_float16(model, keep_io_types=True))
+            model = _toposort(_drop_duplicate_nodes(convert_float_to_float16(model, keep_io_types=True)))
         onnx.helper.set_model_props(model, _metadata(ctx))
         onnx.save(model, str(path))
         return path
