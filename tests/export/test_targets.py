@@ -266,3 +266,14 @@ def test_fp16_onnx_repair_of_duplicate_casts() -> None:
     sess = ort.InferenceSession(fixed.SerializeToString(), providers=["CPUExecutionProvider"])
     x = np.array([-1.0, 2.0], np.float32)
     np.testing.assert_allclose(sess.run(None, {"x": x})[0], np.maximum(x, 0) + 1 / (1 + np.exp(-x)), rtol=1e-3)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["ghostnet-1.0x", "mobilenetv3-large-1.0"])
+def test_conv_only_zoo_networks_have_no_transpose_with_channels_last(tmp_path, name: str) -> None:
+    """Issue 6's goal for the CNNs of its table: NHWC I/O and not one TRANSPOSE inside the TFLite graph."""
+    (r,) = export(name, target="tflite", out=tmp_path, channels_last=True)
+    m = r.manifest
+    assert r.passed, m["numerics"]
+    assert m["inputs"][0]["layout"] == "NHWC"
+    assert m["ops"]["layout"]["transpose"] == 0, m["ops"]["histogram"]
