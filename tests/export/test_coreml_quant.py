@@ -180,6 +180,27 @@ def test_int8_weights_quantize_every_weight_above_the_threshold(setup):
     assert 30.0 <= m["sqnr_db"] < 90.0 and m["top1_agree"] == 1.0, m
 
 
+def test_int8_weights_equal_pytorch_with_the_same_weight_rounding(setup):
+    """An independent simulation: round the same weights per output channel to int8 in PyTorch ([-127, 127],
+    scale max|w|/127, as coremltools' linear_symmetric); the Core ML program must compute the same function."""
+    import copy
+
+    model, _ = cq.quantize_weights(cq._load_model(setup.paths["fp32"]))
+    path = setup.root / "int8w-sim.mlpackage"
+    cq._save(model, path)
+    net = copy.deepcopy(setup.net)
+    for mod in net.modules():
+        if isinstance(mod, (torch.nn.Conv2d, torch.nn.Linear)) and mod.weight.numel() > cq.WEIGHT_THRESHOLD:
+            w = mod.weight.data
+            s = (w.abs().reshape(w.shape[0], -1).amax(1) / 127).reshape(-1, *[1] * (w.dim() - 1))
+            mod.weight.data = torch.round(w / s).clamp(-127, 127) * s
+    with torch.no_grad():
+        sim = net(torch.from_numpy(setup.verify)).numpy()
+    got = _outputs(path, setup.verify)
+    assert compare(sim, got)["sqnr_db"] > 90, "same rounding, same function (float32 noise only)"
+    assert compare(setup.ref, got)["sqnr_db"] < 80, "and it differs from the float network"
+
+
 def test_keep_float_leaves_that_op_unquantized(setup):
     program = cm.load_program(setup.paths["fp32"])
     graph = cq.MilGraph(program, MEAN, STD)

@@ -89,7 +89,7 @@ class CoreMLTarget(Target):
             program = export_program(module, example, ctx.progress)
         else:
             program = ctx.exported_program
-        program = program.run_decompositions({})
+        program = _drop_aliases(program.run_decompositions({}))
         precision = ct.precision.FLOAT16 if ctx.precision == "fp16" else ct.precision.FLOAT32
         mlmodel = ct.convert(
             program,
@@ -239,6 +239,22 @@ class CoreMLTarget(Target):
 
     def tool_versions(self) -> dict[str, str]:
         return versions("torch", "numpy", "coremltools")
+
+
+def _drop_aliases(program: torch.export.ExportedProgram) -> torch.export.ExportedProgram:
+    """A slice that keeps a whole dimension (GhostNet's ``out[:, :out_chs]``) exports as ``aten.alias``, which
+    coremltools rejects ("Unsupported fx node alias"). An alias computes nothing, so its uses take its input."""
+    graph = program.graph_module.graph
+    dropped = 0
+    for node in list(graph.nodes):
+        if node.op == "call_function" and str(node.target) in ("aten.alias.default", "aten.alias_copy.default"):
+            node.replace_all_uses_with(node.args[0])
+            graph.erase_node(node)
+            dropped += 1
+    if dropped:
+        graph.lint()
+        program.graph_module.recompile()
+    return program
 
 
 def _spec(artifact: Path) -> Any:
