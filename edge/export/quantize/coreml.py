@@ -163,10 +163,8 @@ class MilGraph:
 def mil_layer_sqnr(float_path: Path, quant_path: Path, xs: list[np.ndarray], graph: MilGraph) -> list[dict[str, Any]]:
     """Per-layer SQNR of the quantized program against the float one, both in the interpreter.
 
-    coremltools' passes keep each op's output var name. Where the quantized program re-quantizes a var, the
-    dequantized copy is what the next layers read, so that one is compared (its raw value may be in other units:
-    ``distributive_quantized_binary_op_scale_normalization`` rescales the inputs of an ``add`` and folds the
-    factor into the following quantize); otherwise the same-named var is.
+    coremltools' passes keep op and var names, so each float var is compared with its namesake, taken in float
+    units as the next layer sees it (see ``_FloatUnits``).
     """
     from edge.export import coreml_mil
     from edge.export.quantize.fidelity import TensorNoise, layer_table
@@ -176,35 +174,60 @@ def mil_layer_sqnr(float_path: Path, quant_path: Path, xs: list[np.ndarray], gra
     ffeed = _input_feeder(fprog, graph.mean, graph.std, graph.image)
     qfeed = _input_feeder(qprog, graph.mean, graph.std, graph.image)
     wanted = {ly["output"] for ly in graph.layers}
-    read_as = _dequantized_names(qprog)
+    units = _FloatUnits(qprog)
     noise = TensorNoise()
     for x in xs:
         fv = coreml_mil.run_with_intermediates(fprog, ffeed(x))
         qv = coreml_mil.run_with_intermediates(qprog, qfeed(x))
         for name in wanted:
-            f, g = fv.get(name), qv.get(read_as.get(name, name))
+            f, g = fv.get(name), units.value(name, qv)
             if isinstance(f, np.ndarray) and isinstance(g, np.ndarray) and f.dtype.kind == g.dtype.kind == "f":
                 noise.add(name, f, g)
     return layer_table(graph.layers, noise, [v.name for v in fprog.inputs])
 
 
-def _dequantized_names(program) -> dict[str, str]:
-    """var -> the output of ``dequantize(quantize(var))`` with one scale (the var in its own units), if any."""
-    def value(step, key):
-        ref = step.args.get(key)
-        v = program.consts.get(ref) if isinstance(ref, str) else None
-        return None if v is None else np.asarray(v, np.float64)
+class _FloatUnits:
+    """Each var of a W8A8 program in the float program's units, as the next layer sees it.
 
-    quantized = {s.outputs[0].name: s for s in program.steps if s.op_type == "quantize"}
-    out: dict[str, str] = {}
-    for deq in program.steps:
-        quant = quantized.get(deq.args.get("input")) if deq.op_type == "dequantize" else None
-        if quant is None or quant.args["input"] in out:
-            continue
-        a, b = value(quant, "scale"), value(deq, "scale")
-        if a is not None and b is not None and a.shape == b.shape and np.allclose(a, b, rtol=1e-3):
-            out[quant.args["input"]] = deq.outputs[0].name
-    return out
+    - A var with a ``quantize`` after it: ``(q - zero_point) * scale`` of that quantize, i.e. the int8 value the
+      consumers read. (The quantize's own scale is used, not its dequantize's: coremltools'
+      ``distributive_quantized_binary_op_scale_normalization`` divides the dequantize scales in front of an
+      ``add``/``sub`` by one input's scale.)
+    - The output of such a rescaled ``add``/``sub`` (both inputs dequantized) is in rescaled units itself; the
+      dequantize after its quantize restores them, so that dequantize's output is used.
+    - Anything else: the var itself.
+    """
+
+    def __init__(self, program) -> None:
+        self.program = program
+        producer = {o.name: s for s in program.steps for o in s.outputs}
+        self.quantize_of: dict[str, Any] = {}
+        self.dequantize_of: dict[str, str] = {}
+        for step in program.steps:
+            if step.op_type == "quantize":
+                self.quantize_of.setdefault(step.args["input"], step)
+        for step in program.steps:
+            q = producer.get(step.args.get("input")) if step.op_type == "dequantize" else None
+            if q is not None and q.op_type == "quantize":
+                self.dequantize_of.setdefault(q.args["input"], step.outputs[0].name)
+        self.rescaled = {
+            s.outputs[0].name for s in program.steps
+            if s.op_type in ("add", "sub") and all(
+                getattr(producer.get(s.args.get(k)), "op_type", None) == "dequantize" for k in ("x", "y"))
+        }
+
+    def value(self, name: str, env: dict[str, Any]) -> np.ndarray | None:
+        if name in self.rescaled:
+            d = self.dequantize_of.get(name)
+            return env.get(d) if d is not None else None
+        q = self.quantize_of.get(name)
+        if q is not None and q.outputs[0].name in env:
+            scale = np.asarray(self.program.consts[q.args["scale"]], np.float64)
+            zp = q.args.get("zero_point")
+            zero = np.asarray(self.program.consts[zp], np.float64) if zp in self.program.consts else 0.0
+            if scale.ndim == 0:
+                return (env[q.outputs[0].name].astype(np.float64) - zero) * scale
+        return env.get(name)
 
 
 # ---------------------------------------------------------------------------------------------------------------

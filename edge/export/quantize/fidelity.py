@@ -122,7 +122,7 @@ class TensorNoise:
         return min(SQNR_CAP_DB, 10.0 * math.log10(s / n))
 
 
-def layer_table(layers: list[dict[str, Any]], noise: TensorNoise, graph_inputs: Sequence[str],
+def layer_table(layers: list[dict[str, Any]], noise: TensorNoise,
                 groups: dict[str, tuple[str, str, list[str]]] | None = None) -> list[dict[str, Any]]:
     """Per layer: SQNR of its output and the SQNR it loses against its worst input.
 
@@ -211,7 +211,7 @@ def onnx_layer_sqnr(float_path: Path, quant_path: Path, xs: list[np.ndarray], gr
         fv.update({fin: x})
         for t in wanted:
             noise.add(t, fv[t], qv[qname[t]])
-    return layer_table(graph.layers, noise, [fin], groups)
+    return layer_table(graph.layers, noise, groups)
 
 
 def _fused_groups(layers: list[dict[str, Any]], qmodel: Any,
@@ -385,7 +385,8 @@ def study(ctx: ExportContext, graph: Any, float_path: Path, quant_path: Path,
         report["fidelity"]["layers"] = {
             "samples": len(lx),
             "count": len(rows),
-            "definition": "sqnr_db: tensor vs the float graph's; loss_db: worst input SQNR minus output SQNR",
+            "definition": "sqnr_db: tensor vs the float graph's; loss_db: worst input SQNR minus output SQNR "
+                          "(measured before --auto-mixed)",
             "most_sensitive": most_sensitive(rows, TOP_LAYERS),
             "all": rows,
         }

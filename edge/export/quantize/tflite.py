@@ -1,6 +1,6 @@
 """TFLite (LiteRT) quantization: ai-edge-quantizer recipes on the checked float .tflite, or litert-torch PT2E.
 
-Two engines make full-integer W8A8 models:
+Two engines make W8A8 models with int8 input and output:
 
 - ``aeq``: ai-edge-quantizer ``static_wi8_ai8`` on the fp32 .tflite. Every op it supports (HARD_SWISH,
   LayerNorm's MEAN/RSQRT, SOFTMAX, BATCH_MATMUL ...) becomes int8, so the graph is integer end to end. Its
@@ -13,9 +13,9 @@ Two engines make full-integer W8A8 models:
   between DEQUANTIZE/QUANTIZE pairs, which keeps fidelity higher but is not full-integer.
 
 ``ENGINE_BY_FAMILY`` holds the choice per zoo family, measured by ``benchmarks/bench_quant.py --engines``
-(docs/quant-bench.md): the engine with the better output SQNR, with ``aeq`` preferred on a tie because
-its graph is fully integer. int8w / w8a16 / int8dyn always use ai-edge-quantizer recipes
-(``weight_only_wi8_afp32``, ``static_wi8_ai16``, ``dynamic_wi8_afp32``).
+(docs/quant-bench.md), by output fidelity, with ``aeq`` preferred on a tie because its graph is fully integer.
+int8w / w8a16 / int8dyn always use ai-edge-quantizer recipes (``weight_only_wi8_afp32``, ``static_wi8_ai16``,
+``dynamic_wi8_afp32``).
 
 Static models get integer input and output tensors (int8, int16 for w8a16); their scale and zero point are
 recorded in ``ctx.extras["io_quantization"]``. ``--float-io`` keeps float I/O (QUANTIZE / DEQUANTIZE inside).
