@@ -10,7 +10,8 @@ checkpoints load here by key identity. The network is written anew for export:
 * heads are channel slices and every softmax runs on the last dimension;
 * dynamic-ReLU coefficients come from token 0 through the per-layer MLP, reshaped once to ``[B, 2C, 1, 1]``;
 * ``reparameterize()`` folds BatchNorm (by the core), the attention scales, and the hard-sigmoid affine maps
-  of dynamic ReLU and of the Mobile->Former gate into the neighbouring linear layers.
+  of dynamic ReLU and of the Mobile->Former gate into the neighbouring linear layers, runs the dynamic-ReLU MLPs
+  as 1x1 convs and spells LayerNorm out, so converters keep everything channels-last.
 
 Parameter and MAdds conventions (``count_paper_params`` / ``count_paper_macs``) are stated in the registry.
 """

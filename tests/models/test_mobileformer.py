@@ -520,7 +520,7 @@ def test_default_create_is_input_dependent_and_deploys():
     assert not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in deployed.modules())
 
 
-@functools.lru_cache(maxsize=1)
+@functools.lru_cache(maxsize=len(NAMES))
 def _exported(name: str) -> tuple[nn.Module, torch.export.ExportedProgram]:
     model = reparameterize_model(_build(name))
     with torch.no_grad():

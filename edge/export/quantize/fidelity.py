@@ -122,13 +122,14 @@ class TensorNoise:
         return min(SQNR_CAP_DB, 10.0 * math.log10(s / n))
 
 
-def layer_table(layers: list[dict[str, Any]], noise: TensorNoise,
+def layer_table(layers: list[dict[str, Any]], noise: TensorNoise, graph_inputs: Sequence[str] = (),
                 groups: dict[str, tuple[str, str, list[str]]] | None = None) -> list[dict[str, Any]]:
     """Per layer: SQNR of its output and the SQNR it loses against its worst input.
 
     An input the quantized graph does not expose (fused away, e.g. a Conv output feeding a Relu the quantizer
     folded into it) takes the SQNR of the nearest exposed tensor upstream. ``groups`` maps a tensor to
     (display name, op, the float-graph nodes that make it) where the quantized graph fused several into one.
+    A graph input whose quantized view was not measured counts as exact (``graph_inputs``).
     """
     producer = {ly["output"]: ly for ly in layers}
     memo: dict[str, float] = {}
@@ -139,7 +140,7 @@ def layer_table(layers: list[dict[str, Any]], noise: TensorNoise,
         v = noise.sqnr(t)
         if v is None:
             ly = producer.get(t)
-            if ly is None or depth > 64:
+            if ly is None or depth > 64 or t in graph_inputs:
                 v = SQNR_CAP_DB  # graph input or constant: no quantization noise measured upstream
             else:
                 ins = [upstream(i, depth + 1) for i in ly["inputs"]]
@@ -211,7 +212,7 @@ def onnx_layer_sqnr(float_path: Path, quant_path: Path, xs: list[np.ndarray], gr
         fv.update({fin: x})
         for t in wanted:
             noise.add(t, fv[t], qv[qname[t]])
-    return layer_table(graph.layers, noise, groups)
+    return layer_table(graph.layers, noise, [fin], groups)
 
 
 def _fused_groups(layers: list[dict[str, Any]], qmodel: Any,
