@@ -63,7 +63,8 @@ def calibrate_bn(model: nn.Module, info: ModelInfo, n_images: int = BN_CALIBRATI
     if not bns:
         return "no BatchNorm layers; random init"
     pp = info.preprocess
-    batch, images = image_batch(n_images, info.input_size[-1], pp.mean, pp.std, pp.crop_pct, pp.interpolation, seed=seed)
+    size = info.input_size[-1]
+    batch, images = image_batch(n_images, size, pp.mean, pp.std, pp.crop_pct, pp.interpolation, seed=seed)
     for bn in bns:
         bn.reset_running_stats()
         bn.momentum = None  # cumulative average over all calibration batches
@@ -73,11 +74,16 @@ def calibrate_bn(model: nn.Module, info: ModelInfo, n_images: int = BN_CALIBRATI
     model.eval()
     for bn in bns:
         bn.momentum = 0.1
-    return f"random init (seed {seed}), BatchNorm statistics re-estimated on {n_images} views of {len(images.paths)} built-in natural photos ({images.source})"
+    return (
+        f"random init (seed {seed}), BatchNorm statistics re-estimated on {n_images} views of "
+        f"{len(images.paths)} built-in natural photos ({images.source})"
+    )
 
 
 @functools.lru_cache(maxsize=8)
-def _calibrated_state(name: str, seed: int, options: tuple[tuple[str, Any], ...]) -> tuple[dict[str, torch.Tensor], str]:
+def _calibrated_state(
+    name: str, seed: int, options: tuple[tuple[str, Any], ...]
+) -> tuple[dict[str, torch.Tensor], str]:
     info = get_info(name)
     torch.manual_seed(seed)
     model = info.builder(**{**info.builder_kwargs, **dict(options)})

@@ -56,7 +56,9 @@ def unwrap_state_dict(obj: object, where: str = "checkpoint") -> dict[str, torch
                 break
             obj = inner
     if not isinstance(obj, Mapping) or not _is_tensor_dict(obj):
-        raise EdgeError(f"{where} holds no state dict of tensors", "save model.state_dict(), optionally as {'model': ...}")
+        raise EdgeError(
+            f"{where} holds no state dict of tensors", "save model.state_dict(), optionally as {'model': ...}"
+        )
     sd = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
     for prefix in ("module.", "model.", "_orig_mod."):
         if sd and all(k.startswith(prefix) for k in sd):

@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from edge.models._registry import ModelInfo, PaperNumbers, Preprocess, register
@@ -364,7 +365,8 @@ class MergeHead(nn.Module):
         self.classifier = nn.Sequential(nn.Dropout(drop_rate), nn.Linear(num_features, num_classes))
 
     def forward(self, x: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-        pooled = self.pool_act(self.act(self.conv(x)).mean((2, 3)))
+        # adaptive pooling (not mean over H, W): converters keep it channels-last, with no transpose before it
+        pooled = self.pool_act(F.adaptive_avg_pool2d(self.act(self.conv(x)), 1).flatten(1))
         return self.classifier(self.fc(torch.cat([pooled, tokens[:, 0]], dim=1)))
 
 
