@@ -31,13 +31,16 @@ TARGETS = ("onnx", "tflite", "coreml")
 
 def worker(name: str, precisions: list[str], targets: list[str], out: Path, jsonl: Path, img_size: int | None) -> None:
     """Export one model to every (target, precision) in this process; append one record per cell."""
-    from edge._io import append_jsonl
+    from edge._io import append_jsonl, read_jsonl
     from edge._progress import Progress
     from edge.errors import EdgeError
     from edge.export import export
 
+    passed = {(r["model"], r["target"], r["precision"]) for r in read_jsonl(jsonl) if r["status"] == "ok"}
     for precision in precisions:
         for target in targets:
+            if (name, target, precision) in passed:
+                continue
             t0 = time.perf_counter()
             rec = {"model": name, "target": target, "precision": precision}
             try:
@@ -149,6 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default="out/matrix", help="export root (artifacts + matrix.jsonl)")
     ap.add_argument("--doc", default=str(ROOT / "docs" / "matrix.md"))
     ap.add_argument("--resume", action="store_true", help="keep OUT/matrix.jsonl; redo only cells that did not pass")
+    ap.add_argument("--report-only", action="store_true", help="rewrite the table from OUT/matrix.jsonl, run nothing")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     out = Path(args.out)
@@ -166,7 +170,9 @@ def main(argv: list[str] | None = None) -> int:
         for n in names:
             fams.setdefault(get_info(n).family, n)
         names = list(fams.values())
-    if not args.resume and jsonl.exists():
+    if args.report_only:
+        names = []
+    elif not args.resume and jsonl.exists():
         jsonl.unlink()
     done = {(r["model"], r["target"], r["precision"]) for r in read_jsonl(jsonl) if r["status"] == "ok"}
     started = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")

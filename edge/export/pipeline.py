@@ -222,6 +222,11 @@ def export(
     export_options = ExportOptions(opset=opset, channels_last=channels_last, image_input=image_input,
                                    class_labels=list(class_labels) if class_labels else None,
                                    quant=quant or QuantOptions())
+    if image_input and "coreml" not in targets:
+        raise EdgeError("--image-input applies to Core ML only", "add --target coreml (or all)")
+    if image_input and channels_last:
+        raise EdgeError("--image-input and --channels-last cannot be combined",
+                        "an image input has no tensor layout; export the channels-last targets separately")
     if class_labels is not None and not list(class_labels):
         raise EdgeError("the class-labels list is empty", "give one label per line")
 

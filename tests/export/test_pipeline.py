@@ -258,3 +258,16 @@ def test_users_module_is_not_modified(tmp_path, monkeypatch) -> None:
         export(net, target="tflite", out=tmp_path, img_size=IMG)
     assert net.training and isinstance(net.stem[1], torch.nn.BatchNorm2d)
     assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
+
+
+@pytest.mark.parametrize(("kw", "match"), [
+    ({"target": "onnx", "image_input": True}, "applies to Core ML only"),
+    ({"target": "all", "image_input": True, "channels_last": True}, "cannot be combined"),
+    ({"target": "onnx", "opset": 12}, "--opset 12 is not available"),
+    ({"target": "tensorrt"}, "unknown target 'tensorrt'"),
+    ({"target": "onnx", "precision": "int4"}, "unknown precision 'int4'"),
+])
+def test_contradictory_options_are_refused_up_front(tmp_path, kw, match) -> None:
+    with pytest.raises(EdgeError, match=match):
+        export(tiny(attention=False), out=tmp_path / "o", img_size=IMG, **kw)
+    assert _files(tmp_path / "o") == []

@@ -71,10 +71,7 @@ class CoreMLTarget(Target):
         path = ctx.workdir / self.artifact_name
         module, wrapped = ctx.io_module()
         example = ctx.example_io
-        if ctx.options.image_input:
-            if ctx.options.channels_last:
-                raise EdgeError("--image-input and --channels-last cannot be combined for Core ML",
-                                "an image input has no tensor layout; drop --channels-last for the coreml target")
+        if ctx.options.image_input:  # (the pipeline refuses --image-input with --channels-last up front)
             sc = image_scaling(ctx.mean, ctx.std)
             ctx.extras["image_input"] = sc
             if sc["per_channel_factor"] is not None:
