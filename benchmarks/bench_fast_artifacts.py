@@ -169,27 +169,46 @@ def reference_network(spec: Spec, edge_train: Any) -> tuple[Any, str]:
     return model.eval(), how
 
 
-def convert_reference(model: Any, x: Any, work: Path, redo: bool) -> dict[str, Path]:
-    """The conversions a user makes by hand at default settings."""
+def convert_reference(model: Any, x: Any, work: Path, redo: bool) -> tuple[dict[str, Path], dict[str, str]]:
+    """The conversions a user makes by hand at default settings; returns the artifacts and, per target, what
+    failed (a failure is a finding, not a reason to lose the other measurements)."""
     import torch
 
     work.mkdir(parents=True, exist_ok=True)
     out = {"tflite": work / "model.tflite", "onnx": work / "model.onnx", "coreml": work / "model.mlpackage"}
-    if redo or not out["tflite"].exists():
+    notes: dict[str, str] = {}
+
+    def tflite() -> None:
         import litert_torch
 
         litert_torch.convert(model.eval(), (x,)).export(str(out["tflite"]))
-    if redo or not out["onnx"].exists():
+
+    def onnx() -> None:
         torch.onnx.export(model, (x,), str(out["onnx"]), dynamo=True, external_data=False, verbose=False)
-    if redo or not out["coreml"].exists():
+
+    def coreml() -> None:
         import coremltools as ct
 
-        ep = torch.export.export(model, (x,), strict=False).run_decompositions({})
-        ml = ct.convert(ep, inputs=[ct.TensorType(name="input", shape=tuple(x.shape), dtype=np.float32)],
-                        convert_to="mlprogram", minimum_deployment_target=ct.target.iOS16,
-                        compute_precision=ct.precision.FLOAT32, skip_model_load=True)
+        kw = {"inputs": [ct.TensorType(name="input", shape=tuple(x.shape), dtype=np.float32)],
+              "convert_to": "mlprogram", "minimum_deployment_target": ct.target.iOS16,
+              "compute_precision": ct.precision.FLOAT32, "skip_model_load": True}
+        try:
+            ml = ct.convert(torch.export.export(model, (x,), strict=False).run_decompositions({}), **kw)
+            notes["coreml_frontend"] = "torch.export"
+        except Exception as e:  # noqa: BLE001 - the by-hand torch.export route fails on some timm models
+            notes["coreml_frontend"] = (f"torch.jit.trace (the torch.export route failed: {type(e).__name__}: "
+                                        f"{str(e).splitlines()[0][:120]})")
+            ml = ct.convert(torch.jit.trace(model, x), **kw)
         ml.save(str(out["coreml"]))
-    return out
+
+    for target, fn in (("tflite", tflite), ("onnx", onnx), ("coreml", coreml)):
+        if redo or not out[target].exists():
+            try:
+                fn()
+            except Exception as e:  # noqa: BLE001 - recorded in the doc
+                notes[f"{target}_error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
+                print(f"  reference {target}: {notes[f'{target}_error']}", flush=True)
+    return {k: v for k, v in out.items() if v.exists()}, notes
 
 
 def edge_plan(channels_last: bool) -> list[tuple[str, str, bool]]:
@@ -332,14 +351,18 @@ def prepare_reference(name: str, spec: Spec, x: np.ndarray, work: Path, redo: bo
     paths = {"tflite": work / "model.tflite", "onnx": work / "model.onnx", "coreml": work / "model.mlpackage"}
     if not redo and info_path.exists() and all(p.exists() for p in paths.values()):
         return paths, json.loads(info_path.read_text())
+    if not redo and info_path.exists():
+        info = json.loads(info_path.read_text())
+        if any(k.endswith("_error") for k in info.get("reference_notes", {})):
+            return {k: p for k, p in paths.items() if p.exists()}, info
     t0 = time.perf_counter()
     train = create(name)  # training form, same (cached) BN calibration as edge's export
     ref, how = reference_network(spec, train)
     xt = torch.from_numpy(x)
     with torch.no_grad():
         diff = float((ref(xt) - train(xt)).abs().max())
-    paths = convert_reference(ref, xt, work, redo)
-    info = {"reference_weights": how, "reference_vs_edge_max_abs": diff,
+    paths, notes = convert_reference(ref, xt, work, redo)
+    info = {"reference_weights": how, "reference_vs_edge_max_abs": diff, "reference_notes": notes,
             "reference_convert_s": round(time.perf_counter() - t0, 1)}
     info_path.write_text(json.dumps(info))
     return paths, info
@@ -577,6 +600,8 @@ def write_doc(records: list[dict[str, Any]], doc: Path, meta: dict[str, Any]) ->
                  + (f" (reference vs edge PyTorch max abs diff {r['reference_vs_edge_max_abs']:.2e})"
                     if r.get("reference_vs_edge_max_abs") is not None else "")
                  + f"; {r['runs']} runs after {r['warmup']} warm-up; load {r['load_start']} -> {r['load_end']}.")
+        for k, v in (r.get("reference_notes") or {}).items():
+            L.append(f"  - reference {k.replace('_', ' ')}: {v}")
         for k, e in r["edge"].items():
             if "error" in e:
                 L.append(f"  - {k}: export failed: {e['error']}")

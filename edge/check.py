@@ -264,6 +264,7 @@ class Step:
     status: str
     message: str = ""
     seconds: float = 0.0
+    change: float | None = None  # latency: reported median / baseline median - 1
 
 
 @dataclass
@@ -477,7 +478,8 @@ def _latency_step(case: Case, r: CaseResult, base: dict[str, Any], measure: Meas
     log(f"[{case.id}] judging against the baseline")
     status, msg, used = decide_latency(case, rec, lambda: measure(case, r.export_dir), r.trials)  # type: ignore[arg-type]
     r.trials = used
-    return Step("latency", status, msg, time.perf_counter() - t)
+    change = LatencyStats.from_trials(used).median_ms / float(rec["median_ms"]) - 1.0
+    return Step("latency", status, msg, time.perf_counter() - t, change=change)
 
 
 def _incomparable(case: Case, rec: dict[str, Any], base: dict[str, Any], trials: list[dict[str, Any]]) -> str:
@@ -577,7 +579,8 @@ def render_markdown(report: CheckReport) -> str:
     n = len(report.results)
     head = (f"### edge check: ❌ {len(failed)} of {n} case(s) failed" if failed
             else f"### edge check: ✅ all {n} case(s) passed")
-    lines = [head, "", "| case | " + " | ".join(STEPS) + " | size | latency |", "|---" * (len(STEPS) + 3) + "|"]
+    lines = [head, "", "| case | " + " | ".join(STEPS) + " | MB | host median (change) |",
+             "|---" * (len(STEPS) + 3) + "|"]
     for r in report.results:
         cells = []
         for name in STEPS:
@@ -589,8 +592,8 @@ def render_markdown(report: CheckReport) -> str:
             st = LatencyStats.from_trials(r.trials)
             lat = f"{st.median_ms:.2f} ms"
             ls = r.step("latency")
-            if ls and "baseline" in ls.message and "%)" in ls.message:
-                lat += " (" + ls.message.rsplit("(", 1)[1].split(")")[0] + ")"
+            if ls and ls.change is not None:
+                lat += f" ({ls.change:+.1%})"
         lines.append(f"| `{r.case.id}` | " + " | ".join(cells) +
                      f" | {'' if size is None else f'{size / 1e6:.2f} MB'} | {lat} |")
     problems = [(r, s) for r in report.results for s in r.steps if s.status in (FAIL, WARN)]

@@ -296,4 +296,6 @@ def test_gate_end_to_end(tmp_path, monkeypatch, capsys):
     text = md.read_text()
     assert text.startswith("### edge check: ❌ 2 of 2 case(s) failed")
     assert "`tiny/onnx-fp32` | ✅ | ✅ | ❌ | ➖ | ❌ |" in text
+    change = float(text.split("`tiny/onnx-fp32`")[1].split("ms (")[1].split("%)")[0])
+    assert change > 100  # 2 ms added to a sub-millisecond network
     assert base.read_text() == recorded  # only --update-baseline writes the baseline

@@ -168,26 +168,30 @@ def test_percentile_ranges_are_inside_minmax(setup):
     assert narrower > 0
 
 
-def test_int8_weights_quantize_every_weight_above_the_threshold(setup):
+@pytest.fixture(scope="module")
+def int8w(setup):
+    model, counts = cq.quantize_weights(cq._load_model(setup.paths["fp32"]))
+    path = setup.root / "int8w.mlpackage"
+    cq._save(model, path)
+    return path, counts
+
+
+def test_int8_weights_quantize_every_weight_above_the_threshold(setup, int8w):
     program = cm.load_program(setup.paths["fp32"])
     big = sum(1 for s in program.steps if s.op_type in ("conv", "linear")
               for key in ("weight",) if program.consts[s.args[key]].numel() > cq.WEIGHT_THRESHOLD)
-    model, counts = cq.quantize_weights(cq._load_model(setup.paths["fp32"]))
+    path, counts = int8w
     assert counts == {"constexpr_affine_dequantize": big} and big == 1
-    path = setup.root / "int8w.mlpackage"
-    cq._save(model, path)
     m = compare(setup.ref, _outputs(path, setup.verify))
     assert 30.0 <= m["sqnr_db"] < 90.0 and m["top1_agree"] == 1.0, m
 
 
-def test_int8_weights_equal_pytorch_with_the_same_weight_rounding(setup):
+def test_int8_weights_equal_pytorch_with_the_same_weight_rounding(setup, int8w):
     """An independent simulation: round the same weights per output channel to int8 in PyTorch ([-127, 127],
     scale max|w|/127, as coremltools' linear_symmetric); the Core ML program must compute the same function."""
     import copy
 
-    model, _ = cq.quantize_weights(cq._load_model(setup.paths["fp32"]))
-    path = setup.root / "int8w-sim.mlpackage"
-    cq._save(model, path)
+    path, _ = int8w
     net = copy.deepcopy(setup.net)
     for mod in net.modules():
         if isinstance(mod, (torch.nn.Conv2d, torch.nn.Linear)) and mod.weight.numel() > cq.WEIGHT_THRESHOLD:
