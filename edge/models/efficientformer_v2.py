@@ -352,6 +352,9 @@ class Stem4(nn.Sequential):
 
 
 class EfficientFormerV2Stage(nn.Module):
+    """Optional downsample (with an attention branch into stage 4), then blocks; the last ``num_vit`` blocks of
+    stages 3 and 4 have attention (stage 3's at half resolution)."""
+
     def __init__(self, dim: int, dim_out: int, depth: int, resolution: int, downsample: bool,
                  downsample_attn: bool, block_attn: bool, block_stride: int | None, num_vit: int,
                  mlp_ratios: Sequence[float], layer_scale_init: float = 1e-5) -> None:

@@ -37,12 +37,12 @@ if TYPE_CHECKING:
     from edge.export.context import ExportContext
 
 ARTIFACT = "model.mlpackage"
-WEIGHT_THRESHOLD = 2048  # coremltools' default: smaller weight tensors stay float
+WEIGHT_THRESHOLD = 2048  # coremltools' default: weight tensors of at most this many elements stay float
 RANGE_POLICY = ("min/max over all calibration samples (coremltools 9.0 on macOS keeps only the last sample's "
                 "range, a bug not reproduced)")
 RECOMMENDED_RUNTIME = {
-    "int8": "Core ML on A17 Pro / M4 or newer, where the Neural Engine runs int8 x int8 compute; older devices "
-            "dequantize to fp16 and gain size only",
+    "int8": "Core ML on A17 Pro / M4 or newer, whose Neural Engine has int8 x int8 compute (per coremltools' "
+            "optimization guide); older devices dequantize to fp16 and gain size only",
     "int8w": "Core ML on any device: weights are decompressed to float at load or run time (size win)",
 }
 
@@ -120,7 +120,7 @@ def quantize(ctx: ExportContext) -> Path:
 
 
 _MODE_TEXT = {
-    "int8w": "weight-only int8: per-channel symmetric constexpr_affine_dequantize weights (tensors >= "
+    "int8w": "weight-only int8: per-channel symmetric constexpr_affine_dequantize weights (tensors over "
              f"{WEIGHT_THRESHOLD} elements), float compute",
     "int8": "W8A8: int8 per-tensor symmetric quantize/dequantize activations (coremltools' passes, ranges from the "
             "reference MIL interpreter), int8 per-channel symmetric weights",
