@@ -107,6 +107,22 @@ def main(argv: list[str] | None = None) -> int:
                 timed.remove((name, target, d))
     load_after = os.getloadavg() if hasattr(os, "getloadavg") else None
 
+    import json
+
+    from edge._io import read_jsonl, write_json
+
+    run_file = out / "run.json"
+    n_trials = len(read_jsonl(results / "trials.jsonl"))
+    previous = json.loads(run_file.read_text()) if run_file.is_file() else None
+    if previous is None or n_trials != previous.get("trials") or not args.reuse:
+        run = {"command": "python benchmarks/measure_claims.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+               "finished": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"), "seconds": round(time.time() - t0),
+               "load_before": load_before and round(load_before[0], 1),
+               "load_after": load_after and round(load_after[0], 1), "trials": n_trials}
+        write_json(run_file, run)
+    else:
+        run = previous  # nothing new was measured: describe the run that took these measurements
+
     from edge._io import write_text
     from edge.report import collect, render_html, render_markdown
 
@@ -114,12 +130,12 @@ def main(argv: list[str] | None = None) -> int:
     data.title = "Paper claims measured on this machine's host CPU"
     write_text(out / "report.html", render_html(data))
     md = render_markdown(data)
-    body = md.split("\n", 1)[1]  # drop the renderer's title: the doc has its own header
+    body = md[md.index("## Summary"):]  # the doc has its own header
     header = [
         "# Paper claims: verdicts on this machine's host CPU",
         "",
-        f"Generated {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')} by `python benchmarks/measure_claims.py"
-        + (" " + " ".join(argv if argv is not None else sys.argv[1:])).rstrip() + f"` in {time.time() - t0:.0f} s.",
+        f"Measured by `{run['command'].strip()}` (finished {run['finished']}, {run['seconds']} s); "
+        f"this page rendered {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')}.",
         "",
         "- **What was measured:** the fp32 export of every zoo model a latency or op-count claim names "
         f"({', '.join(models)}), as {', '.join(targets)}, timed on the host by the harness "
@@ -130,8 +146,12 @@ def main(argv: list[str] | None = None) -> int:
         "host and labelled with it, which says whether the ranking carries over to an x86 CPU, not whether the "
         "paper measured its phone correctly.",
         f"- **Machine:** {platform.platform()}, Python {platform.python_version()}; load average "
-        + (f"{load_before[0]:.1f} before / {load_after[0]:.1f} after" if load_before and load_after else "n/a")
-        + " (this host is shared with other jobs: expect a few percent of noise beyond the confidence intervals).",
+        + (f"{run['load_before']} before / {run['load_after']} after the measurements" if run.get("load_before")
+           else "n/a")
+        + " (this host is shared with other jobs, so latencies are inflated and noisy; a verdict is given only "
+        "where the 95% interval lies on one side of the claim, otherwise it reads *too noisy to tell here*).",
+        f"- **Plots:** `{os.path.relpath(out / 'report.html', ROOT)}` (written by the same run, not committed; "
+        "`edge report out/claims` rebuilds it).",
     ]
     if failures:
         header += ["", "**Not measured** (the export or the benchmark failed):", ""]

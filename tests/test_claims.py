@@ -209,11 +209,18 @@ def test_params_and_macs_confirmed_or_contradicted_from_the_zoo_count():
     assert vs["ghostnet-1.0x/params"].evidence == "zoo (counted)"
 
 
-def test_params_verdict_from_a_real_network():
+def test_params_verdict_from_a_real_network(tmp_path, monkeypatch):
+    monkeypatch.setenv("EDGE_CACHE_DIR", str(tmp_path))
     claims = [load_claims().get("ghostnet-0.5x/params")]
-    (v,) = evaluate(claims, complexity=ComplexityCache(disk=False))
+    (v,) = evaluate(claims, complexity=ComplexityCache())
     assert v.status == CONFIRMED, v.as_dict()
     assert v.measured == pytest.approx(2.6, rel=0.05)
+    cached = list((tmp_path / "complexity").glob("ghostnet-0.5x-*.json"))
+    assert len(cached) == 1
+    assert json.loads(cached[0].read_text())["params_paper_convention"] / 1e6 == pytest.approx(v.measured, abs=1e-3)
+    # a stand-in counter is never written to the disk cache (it would poison real runs)
+    ComplexityCache(fake_complexity({}).fn)("ghostnet-1.0x")
+    assert not list((tmp_path / "complexity").glob("ghostnet-1.0x-*.json"))
 
 
 def test_top1_is_not_measurable_without_an_eval_result(tmp_path):
@@ -294,6 +301,18 @@ def test_relative_latency_is_a_ratio_per_device_labelled_and_kept_apart(tmp_path
     assert ab.status == NOT_MEASURABLE
 
 
+def test_a_verdict_needs_an_interval_on_one_side_of_the_claim(tmp_path):
+    """Ratio 0.98 with wide intervals straddles "faster than" (<= 1): too noisy to call, so not measurable."""
+    f = tmp_path / "trials.jsonl"
+    write_trials(f, "ghostnet-1.0x", [4.4, 5.5, 4.9], spread=0.3)
+    write_trials(f, "mobilenetv3-large-1.0", [5.4, 4.5, 5.0], spread=0.3)
+    claims = [load_claims().get("ghostnet-1.0x-faster-than-mobilenetv3-large-1.0")]
+    (v,) = evaluate(claims, load_results([f]), complexity=fake_complexity({}))
+    assert v.status == NOT_MEASURABLE and "too noisy" in v.detail
+    lo, hi = v.measured_ci
+    assert lo < 1.0 < hi and v.measured == pytest.approx(4.9 / 5.0, rel=1e-3)
+
+
 def test_relative_needs_the_same_settings_on_one_device(tmp_path):
     f = tmp_path / "trials.jsonl"
     write_trials(f, "ghostnet-1.0x", [5.0, 5.1, 4.9], target="tflite")
@@ -354,6 +373,7 @@ def test_cli_json_and_text(tmp_path, capsys, monkeypatch):
 
     # verdict logic is tested above; the CLI test must not build all 20 networks to count them
     monkeypatch.setattr(edge.models, "complexity", fake_complexity({}).fn)
+    monkeypatch.setenv("EDGE_CACHE_DIR", str(tmp_path / "cache"))
     f = tmp_path / "trials.jsonl"
     write_trials(f, "ghostnet-1.0x", [5.0, 5.1, 4.9])
     write_trials(f, "mobilenetv3-large-1.0", [4.0, 4.1, 3.9])

@@ -48,6 +48,7 @@ def report(tmp_path_factory):
     html, md = tmp / "report.html", tmp / "report.md"
     mp = pytest.MonkeyPatch()
     mp.setattr(edge.models, "complexity", fake_complexity(COMPLEXITY).fn)
+    mp.setenv("EDGE_CACHE_DIR", str(tmp / "cache"))
     try:
         rc = main(["report", str(res), "-o", str(html), "--markdown", str(md), "--title", "test report"])
     finally:
