@@ -209,8 +209,9 @@ def plot_latency_vs_complexity(data: ReportData) -> list[tuple[str, str]]:
                            if mm.model in (g.slow, g.fast) and mm.setting == g.setting]
                     if len(pts) == 2:
                         ax.plot(*zip(*pts), color="tab:red", lw=1, ls="--", alpha=0.7)
-            ax.set_xlabel(xlabel)
-            ax.grid(alpha=0.3)
+            ax.set_xlabel(xlabel + " (log)")
+            ax.set_xscale("log")
+            ax.grid(alpha=0.3, which="both")
         axes[0].set_ylabel("median latency (ms)")
         axes[0].legend(fontsize=7)
         fig.suptitle(f"Latency against MACs and params on {ms[0].device_label}"
@@ -253,14 +254,23 @@ def plot_claimed_vs_measured(data: ReportData) -> list[tuple[str, str]]:
         y = list(range(len(rel)))
         ax.barh([i + 0.2 for i in y], [v.claimed or 0 for v in rel], height=0.38, color="lightgray", label="claimed")
         ax.barh([i - 0.2 for i in y], [v.measured or 0 for v in rel], height=0.38,
-                color=["tab:green" if v.status == CONFIRMED else "tab:red" for v in rel], label="measured")
+                color=[_STATUS_COLOR[v.status] for v in rel])
+        for i, v in zip(y, rel):
+            if v.measured_ci:
+                ax.plot(v.measured_ci, [i - 0.2, i - 0.2], color="black", lw=1)
         ax.set_yticks(y, labels, fontsize=7)
-        ax.set_xlabel("ratio (subject / reference) or difference")
+        ax.set_xlabel("ratio (subject / reference) or difference; black: 95% interval")
         ax.set_title("Relative claims: claimed against measured, per device", fontsize=10)
-        ax.legend(fontsize=7)
+        from matplotlib.patches import Patch
+
+        ax.legend(handles=[Patch(color="lightgray", label="claimed")]
+                  + [Patch(color=c, label=f"measured: {st}") for st, c in _STATUS_COLOR.items()], fontsize=7)
         ax.grid(axis="x", alpha=0.3)
         out.append(("Claimed against measured: relative claims (each bar labelled with its device)", _png(fig)))
     return out
+
+
+_STATUS_COLOR = {CONFIRMED: "tab:green", CONTRADICTED: "tab:red", NOT_MEASURABLE: "tab:orange"}
 
 
 def plot_fidelity_and_sizes(data: ReportData) -> list[tuple[str, str]]:
@@ -390,7 +400,8 @@ def render_html(data: ReportData) -> str:
         f"{len(data.measurements)} benchmark run(s), {len(data.results.manifests)} export manifest(s).</p>",
         '<h2 id="summary">Summary</h2>', f'<div class="cards">{"".join(cards)}</div>',
         "<p>Params and MACs are counted from the zoo's networks. Latency confirms an absolute claim only on the "
-        "device the paper names (or one whose profile says it counts as it): a host CPU result is evidence about "
+        "device the paper names (or one whose device profile declares it of the same kind, same_kind_as): a host "
+        "CPU result is evidence about "
         "the host, never about a phone. Relative claims are checked as ratios on each device that has results, "
         "and labelled with it.</p>",
         *[f'<p class="flops-callout"><b>MACs say nothing about latency here:</b> {_e(_gap_sentence(g))} '

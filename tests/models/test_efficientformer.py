@@ -178,7 +178,10 @@ def timm_to_official(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 @pytest.fixture(scope="module", params=list(VARIANTS))
 def ref(request, tmp_path_factory):
-    return build_reference(request.param, VARIANTS[request.param], timm_to_official, tmp_path_factory)
+    r = build_reference(request.param, VARIANTS[request.param], timm_to_official, tmp_path_factory)
+    yield r
+    for path in vars(r.paths).values():  # up to 3 x 330 MB for the largest variant: don't leave them behind
+        path.unlink(missing_ok=True)
 
 
 def test_params_and_macs_match_paper(ref):

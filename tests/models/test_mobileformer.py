@@ -26,7 +26,7 @@ from torch import nn
 
 from edge.data import image_batch
 from edge.errors import EdgeError
-from edge.models import complexity, create, get_info, list_models, reparameterize_model
+from edge.models import complexity, count_macs, create, get_info, list_models, reparameterize_model
 from edge.models import mobileformer as mf
 
 NAMES = ["mobileformer-26m", "mobileformer-52m", "mobileformer-96m", "mobileformer-151m", "mobileformer-214m",
@@ -351,8 +351,6 @@ def test_paper_macs_counts_dynamic_relu_elements():
     plain = mf.count_paper_macs(model, size)  # hooks of its own come and go; ours stay
     for h in hooks:
         h.remove()
-    from edge.models import count_macs
-
     assert len(elements) == 2 * 8  # two dynamic ReLUs in each of the 8 bridge blocks
     assert plain == count_macs(model, size) + 3 * sum(elements)
 
@@ -382,7 +380,8 @@ def test_reference_layout_loads_strictly(name, tmp_path: Path):
     assert model.edge_meta["activations"].startswith(f"checkpoint {path.name}")
 
 
-@pytest.mark.parametrize(("ckpt", "target"), [("294m", "mobileformer-214m"), ("52m", "mobileformer-26m")])
+@pytest.mark.parametrize(("ckpt", "target"),
+                         [("294m", "mobileformer-214m"), ("52m", "mobileformer-26m"), ("96m", "mobileformer-151m")])
 def test_other_variant_checkpoint_is_refused(ckpt, target, tmp_path: Path):
     path = tmp_path / f"mf{ckpt}.pth"
     torch.save(reference_state_dict(ckpt), path)
@@ -393,8 +392,12 @@ def test_other_variant_checkpoint_is_refused(ckpt, target, tmp_path: Path):
     # 52M and 26M differ only in grouped 1x1 convs: the message names such a key
     if ckpt == "52m":
         assert "features.0.conv.4.weight (12, 24, 1, 1) vs (12, 6, 1, 1)" in msg
-    else:
+    elif ckpt == "294m":
         assert "stem.0.weight (16, 3, 3, 3) vs (12, 3, 3, 3)" in msg
+    else:  # 9 blocks of 128-d tokens against 12 blocks of 192-d tokens: block 2 is a different kind
+        assert "188 missing (features.2.hyper2.hyper.0.weight" in msg
+        assert "38 unexpected (features.2.hyper3.hyper.0.weight" in msg
+        assert "shape-mismatched (tokens.weight (4, 128) vs (6, 192)" in msg
 
 
 @pytest.mark.parametrize("variant", ["26m", "294m"])
