@@ -5,9 +5,11 @@ Variant configurations and the state-dict layout follow the public implementatio
 seven variants, AAboys/MobileFormer (``mobile_former.py`` / ``dna_blocks.py``, built on timm 0.3.4); its
 checkpoints load here by key identity. The network is written anew for export:
 
-* tokens stay ``[B, M, D]`` and feature maps are flattened once per bridge to ``[B, HW, C]`` (a free reshape of
-  the NHWC tensor a converter keeps), so the cross-attentions need no transposes of feature maps;
-* heads are channel slices and every softmax runs on the last dimension;
+* tokens stay ``[B, M, D]``; feature maps enter a bridge flattened to ``[B, HW, C]`` (a free reshape of the NHWC
+  tensor a converter keeps); only Mobile->Former's keys need the channels-first ``[B, C, HW]`` view;
+* heads are channel slices, every softmax runs on the last dimension, and keys are handed over transposed so
+  every product is a plain batched matmul (``q @ k.T`` becomes a FULLY_CONNECTED with run-time weights in
+  TFLite, which XNNPACK does not delegate);
 * dynamic-ReLU coefficients come from token 0 through the per-layer MLP, reshaped once to ``[B, 2C, 1, 1]``;
 * ``reparameterize()`` folds BatchNorm (by the core), the attention scales, and the hard-sigmoid affine maps
   of dynamic ReLU and of the Mobile->Former gate into the neighbouring linear layers, runs the dynamic-ReLU MLPs
@@ -42,7 +44,10 @@ def _scale_linear_(linear: nn.Linear, factor: float, shift: torch.Tensor | float
 
 
 class ChannelShuffle(nn.Module):
-    """ShuffleNet channel shuffle (only Mobile-Former-26M uses grouped 1x1 convs)."""
+    """ShuffleNet channel shuffle (only Mobile-Former-26M uses grouped 1x1 convs).
+
+    Written channels-last: NHWC runtimes then need one TRANSPOSE per shuffle instead of three.
+    """
 
     def __init__(self, groups: int) -> None:
         super().__init__()
@@ -50,7 +55,8 @@ class ChannelShuffle(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, c, h, w = x.shape
-        return x.reshape(b, self.groups, c // self.groups, h, w).transpose(1, 2).reshape(b, c, h, w)
+        y = x.permute(0, 2, 3, 1).reshape(b, h, w, self.groups, c // self.groups).transpose(3, 4)
+        return y.reshape(b, h, w, c).permute(0, 3, 1, 2)
 
 
 def _maybe_shuffle(groups: int, applies: bool) -> nn.Module:
@@ -141,15 +147,17 @@ def _pointwise_conv(linear: nn.Linear) -> nn.Conv2d:
     return conv
 
 
-def _head_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int) -> torch.Tensor:
-    """Multi-head attention over channel slices: q [B, Nq, C], k [B, Nk, C], v [B, Nk, Cv] -> [B, Nq, Cv].
+def _head_attention(q: torch.Tensor, k_t: torch.Tensor, v: torch.Tensor, heads: int) -> torch.Tensor:
+    """Multi-head attention over channel slices: q [B, Nq, C], k_t [B, C, Nk] (keys, transposed), v [B, Nk, Cv]
+    -> [B, Nq, Cv]. Scores ``q @ k_t`` (scale already in q), softmax over the last dim.
 
-    Scores are ``q @ k^T`` (scale already applied to q), softmax over the last dim. Heads are channel chunks,
-    so no head reshapes/transposes appear in the exported graph; ``k^T`` becomes a fully-connected op.
+    Heads are channel chunks, so no head reshapes/transposes appear in the exported graph. Keys come transposed
+    because converters turn ``q @ k.transpose()`` into a FULLY_CONNECTED op with run-time weights, which
+    XNNPACK does not delegate (each one splits the delegated graph); a plain batched matmul it runs.
     """
     outs = [
-        torch.softmax(qh @ kh.transpose(1, 2), dim=-1) @ vh
-        for qh, kh, vh in zip(q.chunk(heads, -1), k.chunk(heads, -1), v.chunk(heads, -1))
+        torch.softmax(qh @ kh, dim=-1) @ vh
+        for qh, kh, vh in zip(q.chunk(heads, -1), k_t.chunk(heads, 1), v.chunk(heads, -1))
     ]
     return torch.cat(outs, dim=-1)
 
@@ -177,11 +185,11 @@ class MobileToFormer(nn.Module):
         self.layer_norm = TokenNorm(token_dim)
 
     def forward(self, x: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-        xs = _flatten_hw(x)  # [B, HW, C], keys and values
         q = self.q(tokens)
         if self.scale != 1.0:
             q = q * self.scale
-        t = _head_attention(q, xs, xs, self.heads) * self.alpha(tokens)  # [B, M, C]
+        # keys [B, C, HW] (channels-first: one transpose of the map in NHWC runtimes), values [B, HW, C]
+        t = _head_attention(q, x.flatten(2), _flatten_hw(x), self.heads) * self.alpha(tokens)  # [B, M, C]
         if self.alpha_gain != 1.0:
             t = t * self.alpha_gain
         return self.layer_norm(tokens + self.proj(t))
@@ -221,7 +229,8 @@ class Former(nn.Module):
         q = self.q(tokens)
         if self.scale != 1.0:
             q = q * self.scale
-        tokens = self.layer_norm(tokens + self.channel_mlp(_head_attention(q, tokens, tokens, self.heads)))
+        attn = _head_attention(q, tokens.transpose(1, 2), tokens, self.heads)
+        tokens = self.layer_norm(tokens + self.channel_mlp(attn))
         return self.ffn_norm(tokens + self.ffn(tokens))
 
     def reparameterize(self) -> None:
@@ -249,7 +258,7 @@ class FormerToMobile(nn.Module):
         k = self.k(tokens)
         if self.scale != 1.0:
             k = k * self.scale
-        g = _head_attention(_flatten_hw(x), k, self.proj(tokens), self.heads)  # [B, HW, C]
+        g = _head_attention(_flatten_hw(x), k.transpose(1, 2), self.proj(tokens), self.heads)  # [B, HW, C]
         return x + g.reshape(b, h, w, c).permute(0, 3, 1, 2)
 
     def reparameterize(self) -> None:

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+import torch
 from onnx import numpy_helper
 
 from edge.data import load_rgb, preprocess
@@ -213,3 +214,37 @@ def test_eval_through_int8_quantization(net, shared, fp32, tmp_path_factory) -> 
     assert ev["top1"]["int8"] == pytest.approx(direct_top1(onnx_predict, root, mapping))
     assert ev["top1"]["fp32"] == pytest.approx(direct_top1(lambda p: predict(net, p), root, mapping))
     assert ev["top1"]["fp32"] >= 4 / 12 and ev["class_index"] == "class_index.json" and ev["images"] == 12
+
+
+class _HeadWeights(torch.nn.Module):
+    """Per-head projection with a batched [heads, C, D] weight, as EfficientFormer's last-stage attention has."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 8, 3, 2, 1)
+        self.w = torch.nn.Parameter(torch.randn(2, 8, 4) * 0.3)
+        self.head = torch.nn.Linear(8, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        t = torch.relu(self.conv(x)).flatten(2).transpose(1, 2)  # [B, N, 8]
+        h = torch.matmul(t.unsqueeze(1), self.w)  # [B, 2, N, 4]
+        return self.head(h.transpose(1, 2).flatten(2).mean(1))
+
+
+def test_batched_weight_matmul_gets_per_tensor_weights(tmp_path) -> None:
+    """ORT's integer MatMul kernels reject per-channel scales on rank-3 weights (the zoo's EfficientFormer failed
+    with 'weight zero point must be a scalar'): such MatMuls get per-tensor int8 weights and still run."""
+    torch.manual_seed(0)
+    net = _HeadWeights().eval()
+    shared = shared_for(net)
+    fp32 = TARGETS["onnx"].convert(make_ctx(net, "onnx", "fp32", tmp_path / "fp32", shared))
+    for precision in ("int8", "int8dyn"):
+        ctx = make_ctx(net, "onnx", precision, tmp_path / precision, shared, float_artifact=fp32)
+        path = quantize(ctx)
+        forced = ctx.extras["quantization"]["kept_float_by_runtime"]
+        assert forced and len(forced["nodes"]) == 1 and "per tensor" in forced["why"]
+        model = onnx.load(str(path))
+        inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+        assert inits["w_int8"].dtype == np.int8 and inits["w_scale"].size == 1
+        report = gate(ctx, path)  # runs in ORT (it raised before the fix)
+        assert report["passed"], report["failures"]

@@ -40,7 +40,7 @@ if TYPE_CHECKING:
     from edge.export.context import ExportContext
 
 ARTIFACT = "model.onnx"
-WEIGHT_OPS = {"Conv": 0, "ConvTranspose": 1, "Gemm": None, "MatMul": 1}  # op -> output-channel axis of its weight
+WEIGHT_OPS = {"Conv": 0, "ConvTranspose": 1, "Gemm": None, "MatMul": -1}  # op -> output-channel axis of its weight
 CALIB_STRIDE = 4  # images per calibration chunk (ORT otherwise keeps every intermediate of every image in memory)
 # int8 layouts this module can write: <QDQ|QOperator>-<activation dtype>[r = reduce_range, 7-bit weights].
 # The benchmark compares them (docs/quant-bench.md); "qdq-u8r" is the default, see the module docstring.
@@ -77,9 +77,11 @@ def quantize(ctx: ExportContext) -> Path:
 
         int8_format = getattr(q, "onnx_format", None) or DEFAULT_INT8_FORMAT
 
+        forced = batched_weight_matmuls(graph.model) if ctx.precision in ("int8", "int8dyn") else []
+
         def build(exclude: Sequence[str], path: Path) -> Path:
-            return quantize_file(ctx.precision, pre, path, calib, q.calib_method, exclude, layout_nhwc, cache,
-                                 int8_format)
+            return quantize_file(ctx.precision, pre, path, calib, q.calib_method, [*exclude, *forced], layout_nhwc,
+                                 cache, int8_format)
 
         with ctx.progress.stage("quantize", f"onnx {ctx.precision}"):
             artifact = build(excluded, tmp / "q.onnx")
@@ -97,6 +99,7 @@ def quantize(ctx: ExportContext) -> Path:
             "format": _format(ctx.precision, int8_format),
             "calibration": calib.record() if calib is not None else None,
             "keep_float": list(report.get("kept_float", excluded)),
+            "kept_float_by_runtime": {"nodes": forced, "why": BATCHED_WHY} if forced else None,
             **report,
             "recommended_runtime": recommended_runtime(ctx.precision),
             "warnings": ctx.extras.pop("quant_warnings", []),
@@ -185,6 +188,9 @@ def quantize_file(precision: str, pre: Path, out: Path, calib: CalibrationSet | 
         # reduce_range for the same x86 u8 x s8 saturation as int8: measured 17 -> 33 dB on the test network
         quantize_dynamic(str(pre), str(out), per_channel=True, reduce_range=True, weight_type=QuantType.QInt8,
                          nodes_to_exclude=exclude, extra_options={"MatMulConstBOnly": True})
+        batched = [n for n in exclude if n in set(batched_weight_matmuls(onnx.load(str(pre))))]
+        if batched:
+            onnx.save_model(weight_only(onnx.load(str(out)), only=batched, per_tensor=True), str(out))
         return out
     if calib is None:
         raise EdgeError(f"{precision} needs calibration images",
@@ -194,25 +200,40 @@ def quantize_file(precision: str, pre: Path, out: Path, calib: CalibrationSet | 
     cal_method = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
                   "entropy": CalibrationMethod.Entropy}[method]
     extra: dict[str, Any] = {"CalibStridedMinMax": CALIB_STRIDE, "WeightSymmetric": True}
+    batched: list[str] = []
     if precision == "w8a16":
-        act, fmt = QuantType.QInt16, QuantFormat.QDQ
+        act, fmt, reduce_range = QuantType.QInt16, QuantFormat.QDQ, False
     else:
         if int8_format not in INT8_FORMATS:
             raise EdgeError(f"unknown ONNX int8 format {int8_format!r}", f"use one of {', '.join(INT8_FORMATS)}")
         act = QuantType.QInt8 if "-s8" in int8_format else QuantType.QUInt8
         fmt = QuantFormat.QOperator if int8_format.startswith("qop") else QuantFormat.QDQ
         reduce_range = int8_format.endswith("r")
-    if precision == "w8a16":
-        reduce_range = False
+        batched = [n for n in exclude if n in set(batched_weight_matmuls(onnx.load(str(pre))))]
     reader.rewind()
     quantize_static(str(pre), str(out), reader, quant_format=fmt, per_channel=True, reduce_range=reduce_range,
                     activation_type=act,
                     weight_type=QuantType.QInt8, calibrate_method=cal_method, nodes_to_exclude=exclude,
                     extra_options=extra, calibration_cache_path=str(cache) if cache is not None else None)
+    if batched:  # per-tensor int8 weights, which ORT's integer MatMul kernels accept
+        onnx.save_model(weight_only(onnx.load(str(out)), only=batched, per_tensor=True), str(out))
     return out
 
 
-def weight_only(model: onnx.ModelProto, exclude: Sequence[str] = ()) -> onnx.ModelProto:
+BATCHED_WHY = ("ONNX Runtime's QLinearMatMul / MatMulInteger take per-channel weight scales only for 2-D weights; "
+               "these MatMuls have batched (per-head) constant weights, so their weights are quantized per tensor "
+               "instead")
+
+
+def batched_weight_matmuls(model: onnx.ModelProto) -> list[str]:
+    """MatMul nodes whose constant weight has rank > 2 (e.g. per-head [heads, K, N] attention projections)."""
+    ranks = {i.name: len(i.dims) for i in model.graph.initializer}
+    return [n.name for n in model.graph.node
+            if n.op_type == "MatMul" and len(n.input) > 1 and ranks.get(n.input[1], 0) > 2 and n.name]
+
+
+def weight_only(model: onnx.ModelProto, exclude: Sequence[str] = (), only: Sequence[str] | None = None,
+                per_tensor: bool = False) -> onnx.ModelProto:
     """Store every Conv/Gemm/MatMul constant weight as int8 per output channel behind a DequantizeLinear.
 
     The DequantizeLinear output keeps the weight's original name, so consumers are untouched. Symmetric: zero
@@ -232,6 +253,8 @@ def weight_only(model: onnx.ModelProto, exclude: Sequence[str] = ()) -> onnx.Mod
     for node in g.node:
         if node.op_type not in WEIGHT_OPS or node.name in skip or len(node.input) < 2:
             continue
+        if only is not None and node.name not in only:
+            continue
         wname = node.input[1]
         if wname not in inits or wname in done:
             continue
@@ -242,19 +265,21 @@ def weight_only(model: onnx.ModelProto, exclude: Sequence[str] = ()) -> onnx.Mod
         if node.op_type == "Gemm":
             trans_b = next((a.i for a in node.attribute if a.name == "transB"), 0)
             axis = 0 if trans_b else 1
-        if node.op_type == "MatMul" and w.ndim != 2:
-            continue
-        reduce_axes = tuple(i for i in range(w.ndim) if i != axis)
-        scale = (np.abs(w).max(axis=reduce_axes) / 127.0).astype(np.float32)
+        if node.op_type == "MatMul":
+            axis = w.ndim - 1  # B is [..., K, N]: one scale per output column N (shared across leading dims)
+        reduce_axes = tuple(i for i in range(w.ndim) if i != axis or per_tensor)
+        scale = np.asarray(np.abs(w).max(axis=reduce_axes) / 127.0, np.float32)
         scale = np.where(scale > 0, scale, np.float32(1e-12)).astype(np.float32)
         shape = [1] * w.ndim
-        shape[axis] = -1
+        if not per_tensor:
+            shape[axis] = -1
         qw = np.clip(np.round(w / scale.reshape(shape)), -127, 127).astype(np.int8)
         new_inits += [numpy_helper.from_array(qw, f"{wname}_int8"), numpy_helper.from_array(scale, f"{wname}_scale"),
                       numpy_helper.from_array(np.zeros_like(scale, dtype=np.int8), f"{wname}_zero_point")]
+        attrs = {} if per_tensor else {"axis": axis}
         new_nodes.append(helper.make_node("DequantizeLinear",
                                           [f"{wname}_int8", f"{wname}_scale", f"{wname}_zero_point"],
-                                          [wname], name=f"{wname}_DequantizeLinear", axis=axis))
+                                          [wname], name=f"{wname}_DequantizeLinear", **attrs))
         done.add(wname)
     keep = [i for i in g.initializer if i.name not in done]
     del g.initializer[:]
