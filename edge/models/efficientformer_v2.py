@@ -18,9 +18,11 @@ Two forms of one network:
   makes converters move the softmax axis and decompose the softmax), and softmax is on the last dim.
 * deploy form (``edge.models.reparameterize_model``): BatchNorm folded everywhere (the final BN into the merged
   head), layer scales folded into the preceding conv, the attention bias gathered once and pushed through the
-  first talking head into one dense buffer, the scale and query projection turned into a per-head batched matmul
-  from the NHWC map (no transpose for queries), the pooled-query branch folded into the query depthwise conv, and
-  the class and distillation heads merged. Each attention keeps three transposes: keys, values, output.
+  first talking head into one dense buffer, the pooled-query branch folded into the query depthwise conv, and
+  the class and distillation heads merged. Attention is written for NHWC runtimes: queries and keys are per-head
+  batched matmuls from the NHWC map (no transpose; the key transpose of ``q @ k^T`` is folded into TFLite's
+  BATCH_MATMUL by ``edge.export.tflite_graph``), values and the local branch enter the heads with one transpose,
+  and the output projection is a per-head matmul summed over heads. One transpose per attention remains.
 """
 
 from __future__ import annotations
@@ -95,8 +97,8 @@ def _merge_heads(x: torch.Tensor, local: torch.Tensor) -> torch.Tensor:
     return (x.permute(0, 2, 1, 3).reshape(B, H, W, h * c) + local.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
 
 
-def _query_weights(proj: nn.Conv2d, num_heads: int, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """A (BN-folded) 1x1 query conv as per-head matmul weights (h, C, kd) and biases (h, 1, kd), scale folded in."""
+def _head_weights(proj: nn.Conv2d, num_heads: int, scale: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """A (BN-folded) 1x1 conv as per-head matmul weights (h, C, d) and biases (h, 1, d), ``scale`` folded in."""
     out_chs, in_chs = proj.weight.shape[:2]
     w = proj.weight.detach().reshape(num_heads, out_chs // num_heads, in_chs).transpose(1, 2) * scale
     b = proj.bias.detach().reshape(num_heads, 1, out_chs // num_heads) * scale
@@ -107,6 +109,37 @@ def _tokens(x: torch.Tensor) -> torch.Tensor:
     """(B, C, H, W) -> (B, 1, N, C): NHWC tokens, broadcast over heads."""
     B, C, H, W = x.shape
     return x.permute(0, 2, 3, 1).reshape(B, 1, H * W, C)
+
+
+def _scores(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """``q @ k^T`` over the last two dims. Converters write the key transpose as a TRANSPOSE feeding BATCH_MATMUL;
+    edge's TFLite target folds it into the matmul's ``adj_y`` (``edge.export.tflite_graph``)."""
+    return q @ k.transpose(-1, -2)
+
+
+def _resize_heads(x: torch.Tensor, size: tuple[int, int], up: nn.Module) -> torch.Tensor:
+    """Bilinear upsampling of per-head tokens (B, h, n, c) on the (h, w) grid, heads as the batch of an NHWC
+    image: the resize runs in the layout the heads are in, so no transpose back to a channels map is needed."""
+    B, h, n, c = x.shape
+    H, W = size
+    img = x.reshape(B * h, H, W, c).permute(0, 3, 1, 2)
+    img = up(img).permute(0, 2, 3, 1)
+    return img.reshape(B, h, -1, c)
+
+
+def _project_heads(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """1x1 output projection of per-head tokens (B, h, N, c): per-head matmul with (h, c, C), summed over heads
+    (the same sum a conv over the merged channels makes), then the NHWC map viewed as NCHW."""
+    B = x.shape[0]
+    y = (x @ weight).sum(dim=1) + bias  # (B, N, C)
+    return y.reshape(B, size[0], size[1], -1).permute(0, 3, 1, 2)
+
+
+def _proj_weights(proj: nn.Conv2d, num_heads: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A (BN-folded) 1x1 conv over merged heads as (h, c, C) per-head weights and a (C,) bias."""
+    out_chs, in_chs = proj.weight.shape[:2]
+    w = proj.weight.detach().reshape(out_chs, num_heads, in_chs // num_heads).permute(1, 2, 0)
+    return w.contiguous(), proj.bias.detach().clone()
 
 
 class Attention2d(nn.Module):
@@ -161,10 +194,14 @@ class Attention2d(nn.Module):
 
 
 class Attention2dDeploy(nn.Module):
-    """Inference form of :class:`Attention2d` (its convs already BN-folded; the block's layer scale in ``proj``).
+    """Inference form of :class:`Attention2d` (its convs already BN-folded; the block's layer scale in ``proj``),
+    written so that an NHWC runtime needs one transpose per attention.
 
-    Queries are a per-head batched matmul from NHWC tokens with the scale folded in; the bias, pushed through the
-    first talking head, is one dense ``(h, N, N)`` buffer.
+    Queries and keys are per-head batched matmuls from the NHWC tokens (scale folded into the queries); values
+    and the local-value branch are concatenated and split into heads with one transpose; the sum with the local
+    branch, the upsampling (heads as the batch of an NHWC image) and the activation stay per head, and the
+    output projection is a per-head matmul summed over heads. The attention bias, pushed through the first
+    talking head, is one dense ``(h, N, N)`` buffer.
     """
 
     def __init__(self, attn: Attention2d) -> None:
@@ -172,9 +209,13 @@ class Attention2dDeploy(nn.Module):
         self.num_heads = attn.num_heads
         self.stride_conv = attn.stride_conv
         self.upsample = attn.upsample
-        wq, bq = _query_weights(attn.q.conv, attn.num_heads, attn.scale)
+        wq, bq = _head_weights(attn.q.conv, attn.num_heads, attn.scale)
         self.wq, self.bq = nn.Parameter(wq), nn.Parameter(bq)
-        self.k, self.v, self.v_local, self.act, self.proj = attn.k, attn.v, attn.v_local, attn.act, attn.proj
+        wk, bk = _head_weights(attn.k.conv, attn.num_heads)
+        self.wk, self.bk = nn.Parameter(wk), nn.Parameter(bk)
+        wp, bp = _proj_weights(attn.proj.conv, attn.num_heads)
+        self.wp, self.bp = nn.Parameter(wp), nn.Parameter(bp)
+        self.v, self.v_local, self.act = attn.v, attn.v_local, attn.act
         h = attn.num_heads
         w1 = attn.talking_head1.weight.detach().reshape(h, h)
         bias = attn.attention_biases.detach()[:, attn.attention_bias_idxs]
@@ -185,18 +226,20 @@ class Attention2dDeploy(nn.Module):
         self.th2_bias = nn.Parameter(attn.talking_head2.bias.detach().reshape(1, h, 1, 1).clone())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        size = x.shape[-2:]
         if self.stride_conv is not None:
             x = self.stride_conv(x)
-        q = _tokens(x) @ self.wq + self.bq
-        k = _heads_t(self.k(x), self.num_heads)
+        tokens = _tokens(x)
+        q = tokens @ self.wq + self.bq
+        k = tokens @ self.wk + self.bk
         v = self.v(x)
-        v_local = self.v_local(v)
-        attn = F.softmax(_mix_heads(self.th1, q @ k) + self.attention_bias, dim=-1)
+        values, local = _heads(torch.cat([v, self.v_local(v)], dim=1), 2 * self.num_heads).chunk(2, dim=1)
+        attn = F.softmax(_mix_heads(self.th1, _scores(q, k)) + self.attention_bias, dim=-1)
         attn = _mix_heads(self.th2, attn) + self.th2_bias
-        x = _merge_heads(attn @ _heads(v, self.num_heads), v_local)
+        out = attn @ values + local
         if self.upsample is not None:
-            x = self.upsample(x)
-        return self.proj(self.act(x))
+            out = _resize_heads(out, x.shape[-2:], self.upsample)
+        return _project_heads(self.act(out), self.wp, self.bp, size)
 
 
 class LocalGlobalQuery(nn.Module):
@@ -249,9 +292,13 @@ class Attention2dDownsample(nn.Module):
 
 
 class Attention2dDownsampleDeploy(nn.Module):
-    """Inference form of :class:`Attention2dDownsample`: the subsampling branch becomes +1 on the centre tap of the
-    query depthwise conv (a 1x1 stride-2 pool reads exactly that pixel), the query projection a per-head batched
-    matmul with the scale folded in, and the bias one dense buffer."""
+    """Inference form of :class:`Attention2dDownsample`, with one transpose (merging the heads) in an NHWC runtime.
+
+    The subsampling branch becomes +1 on the centre tap of the query depthwise conv (a 1x1 stride-2 pool reads
+    exactly that pixel); queries, keys and values are per-head batched matmuls from NHWC tokens (scale folded into
+    the queries). The value projection is also kept as a conv for the strided local branch: computing it twice
+    costs fewer cycles than transposing the value map into heads. The bias is one dense buffer.
+    """
 
     def __init__(self, attn: Attention2dDownsample) -> None:
         super().__init__()
@@ -260,19 +307,21 @@ class Attention2dDownsampleDeploy(nn.Module):
         k = local.kernel_size[0] // 2
         local.weight[:, 0, k, k] += 1.0
         self.q_local = local
-        wq, bq = _query_weights(attn.q.proj.conv, attn.num_heads, attn.scale)
+        wq, bq = _head_weights(attn.q.proj.conv, attn.num_heads, attn.scale)
         self.wq, self.bq = nn.Parameter(wq), nn.Parameter(bq)
-        self.k, self.v, self.v_local, self.act, self.proj = attn.k, attn.v, attn.v_local, attn.act, attn.proj
+        wk, bk = _head_weights(attn.k.conv, attn.num_heads)
+        self.wk, self.bk = nn.Parameter(wk), nn.Parameter(bk)
+        wv, bv = _head_weights(attn.v.conv, attn.num_heads)
+        self.wv, self.bv = nn.Parameter(wv), nn.Parameter(bv)
+        self.v, self.v_local, self.act, self.proj = attn.v, attn.v_local, attn.act, attn.proj
         self.register_buffer("attention_bias",
                              attn.attention_biases.detach()[:, attn.attention_bias_idxs].contiguous())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         q = _tokens(self.q_local(x)) @ self.wq + self.bq
-        k = _heads_t(self.k(x), self.num_heads)
-        v = self.v(x)
-        v_local = self.v_local(v)
-        attn = F.softmax(q @ k + self.attention_bias, dim=-1)
-        x = _merge_heads(attn @ _heads(v, self.num_heads), v_local)
+        tokens = _tokens(x)
+        attn = F.softmax(_scores(q, tokens @ self.wk + self.bk) + self.attention_bias, dim=-1)
+        x = _merge_heads(attn @ (tokens @ self.wv + self.bv), self.v_local(self.v(x)))
         return self.proj(self.act(x))
 
 

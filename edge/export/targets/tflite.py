@@ -2,7 +2,8 @@
 
 ``--channels-last`` wraps the network with ``litert_torch.to_channel_last_io`` on the input and on every spatial
 output: the converter's layout pass then cancels the wrapper's permutes against its own NCHW->NHWC transposes,
-so a conv-only network carries no TRANSPOSE at all.
+so a conv-only network carries no TRANSPOSE at all. A transpose feeding a BATCH_MATMUL's second operand is then
+folded into the matmul (``edge.export.tflite_graph``).
 
 fp16 stores the conv / fully-connected weights as float16 (ai-edge-quantizer's ``float_casting`` weight-only
 recipe, which inserts DEQUANTIZE ops that XNNPACK folds at load time); activations stay fp32, which is what
@@ -19,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from edge.export.targets.base import Runner, Target, float_nchw_to, to_float_nchw, versions
+from edge.export.tflite_graph import fold_transposes_in_place
 
 if TYPE_CHECKING:
     from edge.export.context import ExportContext
@@ -43,10 +45,12 @@ class TFLiteTarget(Target):
         if ctx.precision == "fp16":
             fp32 = ctx.workdir / "model.fp32.tflite"
             converted.export(str(fp32))
+            fold_transposes_in_place(fp32)
             float16_weights(fp32, path)
             fp32.unlink()
         else:
             converted.export(str(path))
+            fold_transposes_in_place(path)
         return path
 
     def runner(self, artifact: Path, io: dict[str, Any]) -> Runner:

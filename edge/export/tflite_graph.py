@@ -1,0 +1,150 @@
+"""Graph rewrites on a converted .tflite flatbuffer (issue 6: fewest layout ops).
+
+litert-torch lowers ``a @ b.transpose(-1, -2)`` to a TRANSPOSE feeding BATCH_MATMUL, although BATCH_MATMUL can
+read its second operand transposed (``adj_y``), which LiteRT's reference kernels and XNNPACK (as a transposed
+right-hand side) both run. ``fold_transposes`` moves such transposes into the matmul and drops them when nothing
+else reads them. The rewrite works on the flatbuffer's object API and touches nothing else.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+
+def _perm(model: object, sg: object, tensor_index: int) -> list[int] | None:
+    """The constant permutation held by a tensor, or None when it is not a constant buffer."""
+    t = sg.tensors[tensor_index]
+    data = model.buffers[t.buffer].data if t.buffer < len(model.buffers) else None
+    if data is None or len(data) == 0:
+        return None
+    return np.frombuffer(bytes(bytearray(data)), dtype=np.int32).tolist()
+
+
+def _swaps_last_two(perm: list[int] | None) -> bool:
+    n = len(perm or [])
+    return n >= 2 and perm == [*range(n - 2), n - 1, n - 2]
+
+
+def _const_int32(model: object, sg: object, values: list[int], name: str) -> int:
+    """Append a constant int32 vector tensor (and its buffer); return its index."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    buffer = schema.BufferT()
+    buffer.data = np.asarray(values, np.int32).view(np.uint8)
+    model.buffers.append(buffer)
+    t = schema.TensorT()
+    t.shape, t.type, t.buffer, t.name = [len(values)], schema.TensorType.INT32, len(model.buffers) - 1, name.encode()
+    sg.tensors.append(t)
+    return len(sg.tensors) - 1
+
+
+def fold_transposes(buf: bytes) -> tuple[bytes, int]:
+    """(rewritten flatbuffer, number of TRANSPOSE ops folded into BATCH_MATMUL ``adj_y``).
+
+    Two shapes of the pattern are folded: TRANSPOSE -> BATCH_MATMUL, and TRANSPOSE -> RESHAPE -> BATCH_MATMUL
+    where the reshape only merges or drops leading (batch) dims, as the converter writes for batch size 1; the
+    reshape then reads the untransposed tensor and its last two dims are swapped.
+    """
+    import flatbuffers
+    from ai_edge_litert import schema_py_generated as schema
+
+    model = schema.ModelT.InitFromPackedBuf(bytearray(buf), 0)  # writable: arrays are views of it
+    op_code = [max(c.builtinCode, c.deprecatedBuiltinCode) for c in model.operatorCodes]
+    BM, TR, RS = (schema.BuiltinOperator.BATCH_MATMUL, schema.BuiltinOperator.TRANSPOSE,
+                  schema.BuiltinOperator.RESHAPE)
+    folded = 0
+    for sg in model.subgraphs:
+        producer = {int(o): op for op in sg.operators for o in op.outputs}
+        readers: dict[int, int] = {}
+        for op in sg.operators:
+            for i in op.inputs:
+                readers[int(i)] = readers.get(int(i), 0) + 1
+        outputs = {int(o) for o in sg.outputs}
+
+        def is_swap(op: object | None, sg: object = sg) -> bool:
+            return (op is not None and op_code[op.opcodeIndex] == TR
+                    and _swaps_last_two(_perm(model, sg, int(op.inputs[1]))))
+
+        for op in sg.operators:
+            if op_code[op.opcodeIndex] != BM or len(op.inputs) < 2:
+                continue
+            opts = op.builtinOptions
+            if opts is None or opts.adjX or opts.adjY:
+                continue
+            y = int(op.inputs[1])
+            src = producer.get(y)
+            if is_swap(src):
+                op.inputs[1] = src.inputs[0]
+            elif (src is not None and op_code[src.opcodeIndex] == RS and is_swap(producer.get(int(src.inputs[0])))
+                  and readers.get(y, 0) == 1 and y not in outputs
+                  and readers.get(int(src.inputs[0]), 0) == 1):
+                tr = producer[int(src.inputs[0])]
+                before, after = sg.tensors[int(tr.outputs[0])], sg.tensors[y]
+                if list(before.shape[-2:]) != list(after.shape[-2:]) or min(after.shape) < 1:
+                    continue
+                new_shape = [*after.shape[:-2], after.shape[-1], after.shape[-2]]
+                src.inputs[0] = tr.inputs[0]
+                if len(src.inputs) > 1:
+                    src.inputs[1] = _const_int32(model, sg, new_shape, f"{after.name.decode()}/adj_y_shape")
+                if src.builtinOptions is not None and getattr(src.builtinOptions, "newShape", None) is not None:
+                    src.builtinOptions.newShape = new_shape
+                after.shape = np.asarray(new_shape, np.int32)
+                if after.shapeSignature is not None and len(after.shapeSignature):
+                    sig = list(after.shapeSignature)
+                    after.shapeSignature = np.asarray([*sig[:-2], sig[-1], sig[-2]], np.int32)
+            else:
+                continue
+            opts.adjY = True
+            folded += 1
+        if folded:
+            read = {int(i) for op in sg.operators for i in op.inputs} | outputs
+            sg.operators = [op for op in sg.operators
+                            if not (op_code[op.opcodeIndex] == TR and all(int(o) not in read for o in op.outputs))]
+    if not folded:
+        return buf, 0
+    for index, sg in enumerate(model.subgraphs):
+        _drop_unused_tensors(model, index, sg)
+    builder = flatbuffers.Builder(len(buf) + 1024)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output()), folded
+
+
+def _drop_unused_tensors(model: object, index: int, sg: object) -> None:
+    """Remove tensors no op, subgraph I/O or signature refers to any more, renumbering the references: tools
+    that walk every tensor (ai-edge-quantizer's calibration) fail on a tensor nothing produces."""
+    def refs(ids: object) -> list[int]:
+        return [int(i) for i in (ids if ids is not None else [])]
+
+    used = {i for op in sg.operators for i in (*refs(op.inputs), *refs(op.outputs), *refs(op.intermediates))}
+    used |= {*refs(sg.inputs), *refs(sg.outputs)}
+    sigs = [m for sig in (model.signatureDefs or []) if sig.subgraphIndex == index
+            for m in (*(sig.inputs or []), *(sig.outputs or []))]
+    used |= {int(m.tensorIndex) for m in sigs}
+    used.discard(-1)
+    if len(used) == len(sg.tensors):
+        return
+    new_index = {old: new for new, old in enumerate(sorted(used))}
+
+    def remap(ids: object) -> list[int]:
+        return [new_index[i] if i >= 0 else i for i in refs(ids)]
+
+    for op in sg.operators:
+        op.inputs, op.outputs = remap(op.inputs), remap(op.outputs)
+        if op.intermediates is not None:
+            op.intermediates = remap(op.intermediates)
+    sg.inputs, sg.outputs = remap(sg.inputs), remap(sg.outputs)
+    for m in sigs:
+        m.tensorIndex = new_index[int(m.tensorIndex)]
+    sg.tensors = [t for i, t in enumerate(sg.tensors) if i in used]
+
+
+def fold_transposes_in_place(path: Path) -> int:
+    """Rewrite a .tflite file (through a temporary file, renamed) and return the number of folded TRANSPOSEs."""
+    out, folded = fold_transposes(path.read_bytes())
+    if folded:
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_bytes(out)
+        tmp.replace(path)
+    return folded

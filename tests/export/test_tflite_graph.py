@@ -1,0 +1,111 @@
+"""The TFLite rewrite that folds key transposes into BATCH_MATMUL ``adj_y`` (edge.export.tflite_graph).
+
+Converted with the real litert-torch and run in the real LiteRT interpreter, both with its reference kernels and
+with the default XNNPACK delegate: the rewritten graph must compute what the converter's graph computes.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from edge.export.tflite_graph import fold_transposes
+
+
+class KeyAttention(torch.nn.Module):
+    """``q @ k^T`` as the converter writes it for batch 1 (TRANSPOSE -> RESHAPE dropping the batch -> BATCH_MATMUL),
+    and a second one whose transposed keys are also read by SUM: that transpose must stay."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        g = torch.Generator().manual_seed(0)
+        self.wq = torch.nn.Parameter(torch.randn(4, 12, 8, generator=g) * 0.3)
+        self.wk = torch.nn.Parameter(torch.randn(4, 12, 8, generator=g) * 0.3)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        b, c, h, w = x.shape
+        t = x.permute(0, 2, 3, 1).reshape(b, 1, h * w, c)
+        q, k = t @ self.wq, t @ self.wk  # (B, 4, N, 8)
+        attn = torch.softmax(q @ k.transpose(-1, -2), dim=-1)
+        pair = torch.cat([k, k], 0)  # batch 2: the converter keeps the batch dim
+        kt = pair.transpose(-1, -2)
+        return attn, torch.cat([q, q], 0) @ kt + kt.sum()
+
+
+def ops_of(path: Path, delegate: bool) -> tuple[object, list[str]]:
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    kind = OpResolverType.AUTO if delegate else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+    interp = Interpreter(model_path=str(path), experimental_op_resolver_type=kind, num_threads=1)
+    interp.allocate_tensors()
+    return interp, [op["op_name"] for op in interp._get_ops_details()]  # noqa: SLF001 - runtime's op list
+
+
+def run(interp: object, x: np.ndarray) -> list[np.ndarray]:
+    interp.set_tensor(interp.get_input_details()[0]["index"], x)
+    interp.invoke()
+    return [interp.get_tensor(d["index"]).copy() for d in interp.get_output_details()]
+
+
+@pytest.fixture(scope="module")
+def converted(tmp_path_factory) -> tuple[Path, Path]:
+    import litert_torch
+
+    d = tmp_path_factory.mktemp("fold")
+    x = torch.randn(1, 12, 3, 5)
+    before = d / "before.tflite"
+    litert_torch.convert(KeyAttention().eval(), (x,)).export(str(before))
+    out, folded = fold_transposes(before.read_bytes())
+    assert folded == 1
+    after = d / "after.tflite"
+    after.write_bytes(out)
+    return before, after
+
+
+def test_transposes_feeding_matmuls_are_folded(converted) -> None:
+    before, after = converted
+    _, ops_before = ops_of(before, delegate=False)
+    _, ops_after = ops_of(after, delegate=False)
+    # The input NCHW->NHWC transpose and the one also read by SUM stay; the one only feeding a matmul goes.
+    assert Counter(ops_before)["TRANSPOSE"] == 3 and Counter(ops_after)["TRANSPOSE"] == 2
+    assert Counter(ops_after)["BATCH_MATMUL"] == Counter(ops_before)["BATCH_MATMUL"]
+    from ai_edge_litert import schema_py_generated as schema
+
+    model = schema.ModelT.InitFromPackedBuf(bytearray(after.read_bytes()), 0)
+    code = [max(c.builtinCode, c.deprecatedBuiltinCode) for c in model.operatorCodes]
+    adj = [op.builtinOptions.adjY for op in model.subgraphs[0].operators
+           if code[op.opcodeIndex] == schema.BuiltinOperator.BATCH_MATMUL]
+    assert sorted(adj) == [False, False, False, True]  # q, k projections, q@k^T (folded), pair@kt
+    # No orphan left behind: every tensor is produced by an op, a graph input, or a constant (ai-edge-quantizer's
+    # calibration reads every tensor and fails on one nothing writes).
+    sg = model.subgraphs[0]
+    produced = {int(o) for op in sg.operators for o in op.outputs} | {int(i) for i in sg.inputs}
+    for i, t in enumerate(sg.tensors):
+        assert i in produced or len(model.buffers[t.buffer].data if model.buffers[t.buffer].data is not None
+                                    else []) > 0, t.name
+
+
+@pytest.mark.parametrize("delegate", [False, True], ids=["reference-kernels", "xnnpack"])
+def test_rewritten_graph_computes_the_same(converted, delegate) -> None:
+    before, after = converted
+    x = np.random.default_rng(1).standard_normal((1, 12, 3, 5)).astype(np.float32)
+    interp_b, _ = ops_of(before, delegate)
+    interp_a, ops = ops_of(after, delegate)
+    if delegate:
+        assert "DELEGATE" in ops
+    for a, b in zip(run(interp_a, x), run(interp_b, x)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_graph_without_the_pattern_is_returned_unchanged(tmp_path) -> None:
+    import litert_torch
+
+    m = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU()).eval()
+    litert_torch.convert(m, (torch.randn(1, 3, 8, 8),)).export(str(tmp_path / "m.tflite"))
+    buf = (tmp_path / "m.tflite").read_bytes()
+    out, folded = fold_transposes(buf)
+    assert folded == 0 and out is buf
