@@ -157,7 +157,15 @@ class Device(ABC):
         return self.profile.name
 
     def describe(self) -> dict[str, Any]:
-        return {"id": self.id, "kind": self.kind, "name": self.name}
+        """What a trial record says about its device; a profile's ``same_kind_as`` travels with it, so that
+        ``edge claims`` can let a named profile stand in for the device a paper names."""
+        out: dict[str, Any] = {"id": self.id, "kind": self.kind, "name": self.name}
+        if self.profile.source:
+            out["profile"] = {"name": self.profile.name, "source": self.profile.source}
+        kinds = self.profile.extra.get("same_kind_as")
+        if kinds:
+            out["same_kind_as"] = [kinds] if isinstance(kinds, str) else list(kinds)
+        return out
 
     @abstractmethod
     def open(self) -> None:

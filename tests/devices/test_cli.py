@@ -74,3 +74,22 @@ def test_devices_lists_host_and_profiles(tmp_path, capsys, monkeypatch):
     assert main(["devices", "--profiles", str(prof), "--json", "--no-check"]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert [r["device"] for r in rows] == ["host", "board"]
+
+
+def test_profile_same_kind_as_travels_with_the_trial_device(tmp_path):
+    """A profile saying which named phone it stands in for: the device record that trials carry says so too, and
+    the claims rules accept it for that phone (and never a host result)."""
+    from edge.claims.verdict import device_matches
+    from edge.devices.adb import AdbDevice
+    from edge.devices.host import HostDevice
+    from edge.devices.profiles import load_profile
+
+    f = tmp_path / "lab.toml"
+    f.write_text('name = "lab-phone"\ntransport = "adb"\nserial = "R5CT"\nsame_kind_as = ["Pixel 6"]\n')
+    d = AdbDevice(load_profile(f)).describe()
+    assert d["same_kind_as"] == ["Pixel 6"] and d["profile"] == {"name": "lab-phone", "source": str(f)}
+    assert device_matches(d, "Pixel 6") and not device_matches(d, "iPhone 12")
+    h = tmp_path / "host.toml"
+    h.write_text('name = "my-host"\ntransport = "host"\nsame_kind_as = "Pixel 6"\n')
+    hd = HostDevice(load_profile(h)).describe()
+    assert hd["same_kind_as"] == ["Pixel 6"] and not device_matches(hd, "Pixel 6")
