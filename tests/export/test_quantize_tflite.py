@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -15,6 +16,7 @@ from ai_edge_litert.interpreter import Interpreter
 from edge.errors import EdgeError
 from edge.export.context import QuantOptions
 from edge.export.quantize import quantize
+from edge.export.quantize.tflite import FLOAT_OPS
 from edge.export.targets import TARGETS
 from tests.export.quantize_nets import calibrated_tiny, gate, make_ctx, shared_for
 
@@ -44,20 +46,24 @@ def _quantize(net, shared, fp32, tmp_path_factory, precision: str, engine: str |
     return ctx, quantize(ctx)
 
 
-def _graph(path: Path) -> tuple[Counter, int, list[dict], list[dict]]:
-    """Op histogram, ops computing in float, input and output details."""
+def _graph(path: Path, by_type: bool = False) -> tuple[Counter, Any, list[dict], list[dict]]:
+    """Op histogram, ops computing in float (a count, or a histogram with ``by_type``), input and output details.
+    W8A8 keeps FLOAT_OPS float by default: the count leaves those out."""
     it = Interpreter(model_path=str(path))
     td = {t["index"]: t for t in it.get_tensor_details()}
-    ops = Counter()
-    float_ops = 0
+    ops: Counter = Counter()
+    float_ops: Counter = Counter()
     for op in it._get_ops_details():
         if op["op_name"] == "DELEGATE":
             continue
         ops[op["op_name"]] += 1
         if op["op_name"] not in ("QUANTIZE", "DEQUANTIZE") and any(
                 td[i]["dtype"] == np.float32 for i in op["outputs"] if i >= 0):
-            float_ops += 1
-    return ops, float_ops, it.get_input_details(), it.get_output_details()
+            float_ops[op["op_name"]] += 1
+    if by_type:
+        return ops, float_ops, it.get_input_details(), it.get_output_details()
+    count = sum(n for name, n in float_ops.items() if name not in FLOAT_OPS)
+    return ops, count, it.get_input_details(), it.get_output_details()
 
 
 @pytest.fixture(scope="module")
@@ -68,9 +74,15 @@ def int8(net, shared, fp32, tmp_path_factory):
 def test_int8_is_full_integer_with_int8_io_recorded_for_the_gate(int8) -> None:
     ctx, path = int8
     ops, float_ops, ins, outs = _graph(path)
-    # integer end to end, except the one module --auto-mixed 1 chose to keep float
+    # integer end to end, except the one module --auto-mixed 1 chose to keep float and the attention op types
+    # W8A8 keeps float by default (each of them, and the manifest says which and why)
     assert float_ops == len(ctx.extras["quantization"]["keep_float"]) >= 1
     assert "HARD_SWISH" in ops and "SOFTMAX" in ops and "BATCH_MATMUL" in ops
+    _, by_type, _, _ = _graph(path, by_type=True)
+    default = ctx.extras["quantization"]["kept_float_by_default"]
+    assert set(default["op_types"]) == {op for op in FLOAT_OPS if ops[op]} and "softmax" in default["why"]
+    assert all(by_type[op] == ops[op] for op in default["op_types"])
+    assert by_type["HARD_SWISH"] == 0 and by_type["CONV_2D"] <= len(ctx.extras["quantization"]["keep_float"])
     assert ins[0]["dtype"] == np.int8 and outs[0]["dtype"] == np.int8
     ioq = ctx.extras["io_quantization"]
     assert ioq["inputs"][0]["scale"] == pytest.approx(ins[0]["quantization"][0])
