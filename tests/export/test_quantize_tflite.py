@@ -82,7 +82,7 @@ def test_int8_is_full_integer_with_int8_io_recorded_for_the_gate(int8) -> None:
     default = ctx.extras["quantization"]["kept_float_by_default"]
     assert set(default["op_types"]) == {op for op in FLOAT_OPS if ops[op]} and "softmax" in default["why"]
     assert all(by_type[op] == ops[op] for op in default["op_types"])
-    assert by_type["HARD_SWISH"] == 0 and by_type["CONV_2D"] <= len(ctx.extras["quantization"]["keep_float"])
+    assert "HARD_SWISH" in default["op_types"] and by_type["CONV_2D"] <= len(ctx.extras["quantization"]["keep_float"])
     assert ins[0]["dtype"] == np.int8 and outs[0]["dtype"] == np.int8
     ioq = ctx.extras["io_quantization"]
     assert ioq["inputs"][0]["scale"] == pytest.approx(ins[0]["quantization"][0])
