@@ -297,7 +297,7 @@ class Attention2dDownsampleDeploy(nn.Module):
     The subsampling branch becomes +1 on the centre tap of the query depthwise conv (a 1x1 stride-2 pool reads
     exactly that pixel); queries, keys and values are per-head batched matmuls from NHWC tokens (scale folded into
     the queries). The value projection is also kept as a conv for the strided local branch: computing it twice
-    costs fewer cycles than transposing the value map into heads. The bias is one dense buffer.
+    (one 1x1 conv's MACs) keeps this attention at one transpose instead of two. The bias is one dense buffer.
     """
 
     def __init__(self, attn: Attention2dDownsample) -> None:
