@@ -61,7 +61,8 @@ STATIC = ("int8", "w8a16")
 # W8A8 keeps these op types float by default (ai-edge-quantizer engine). Measured here (LiteRT, XNNPACK, 1 thread):
 # efficientformerv2-s0 output SQNR 4.6 dB with everything int8, 25.5 dB with the attention ops float; XNNPACK has
 # no int8 GELU or HARD_SWISH, so each int8 one splits the delegated graph (mobilenetv3-large: 22 partitions and
-# 0.48x fp32's speed with int8 HARD_SWISH, 1 partition and 1.62x with it float, fidelity unchanged).
+# 0.60x fp32's speed with int8 HARD_SWISH, 1 partition and 0.99x with it float, fidelity unchanged;
+# benchmarks/bench_fast_artifacts.py, timed interleaved).
 FLOAT_OPS = ("BATCH_MATMUL", "SOFTMAX", "GELU", "HARD_SWISH")
 FLOAT_OPS_WHY = ("attention matmuls (q @ k^T, softmax @ v) get one per-tensor int8 scale per operand and lose the "
                  "scores below a few outliers; softmax outputs need more than int8's 1/255 steps; XNNPACK runs "
