@@ -125,3 +125,18 @@ def direct_top1(predict_fn: Any, root: Path, mapping: dict[str, int]) -> float:
 def sqnr(ref: np.ndarray, got: np.ndarray) -> float:
     ref, got = np.asarray(ref, np.float64), np.asarray(got, np.float64)
     return float(10 * np.log10(np.sum(ref**2) / np.sum((ref - got) ** 2)))
+
+
+class HeadWeights(torch.nn.Module):
+    """Per-head projection with a batched [heads, C, D] weight, as EfficientFormer's last-stage attention has."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 8, 3, 2, 1)
+        self.w = torch.nn.Parameter(torch.randn(2, 8, 4) * 0.3)
+        self.head = torch.nn.Linear(8, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        t = torch.relu(self.conv(x)).flatten(2).transpose(1, 2)  # [B, N, 8]
+        h = torch.matmul(t.unsqueeze(1), self.w)  # [B, 2, N, 4]
+        return self.head(h.transpose(1, 2).flatten(2).mean(1))

@@ -24,6 +24,7 @@ from tests.export.quantize_nets import (
     IMG,
     MEAN,
     STD,
+    HeadWeights,
     calibrated_tiny,
     direct_top1,
     gate,
@@ -216,26 +217,11 @@ def test_eval_through_int8_quantization(net, shared, fp32, tmp_path_factory) -> 
     assert ev["top1"]["fp32"] >= 4 / 12 and ev["class_index"] == "class_index.json" and ev["images"] == 12
 
 
-class _HeadWeights(torch.nn.Module):
-    """Per-head projection with a batched [heads, C, D] weight, as EfficientFormer's last-stage attention has."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv = torch.nn.Conv2d(3, 8, 3, 2, 1)
-        self.w = torch.nn.Parameter(torch.randn(2, 8, 4) * 0.3)
-        self.head = torch.nn.Linear(8, 10)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        t = torch.relu(self.conv(x)).flatten(2).transpose(1, 2)  # [B, N, 8]
-        h = torch.matmul(t.unsqueeze(1), self.w)  # [B, 2, N, 4]
-        return self.head(h.transpose(1, 2).flatten(2).mean(1))
-
-
 def test_batched_weight_matmul_gets_per_tensor_weights(tmp_path) -> None:
     """ORT's integer MatMul kernels reject per-channel scales on rank-3 weights (the zoo's EfficientFormer failed
     with 'weight zero point must be a scalar'): such MatMuls get per-tensor int8 weights and still run."""
     torch.manual_seed(0)
-    net = _HeadWeights().eval()
+    net = HeadWeights().eval()
     shared = shared_for(net)
     fp32 = TARGETS["onnx"].convert(make_ctx(net, "onnx", "fp32", tmp_path / "fp32", shared))
     for precision in ("int8", "int8dyn"):

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import torch
 from ai_edge_litert.interpreter import Interpreter
 
 from edge.errors import EdgeError
@@ -178,4 +179,36 @@ def test_pt2e_engine(net, shared, fp32, tmp_path_factory, int8) -> None:
     rows = q["fidelity"]["layers"]["all"]
     assert {"stem.0", "attn.proj", "head"} <= {r["module"] for r in rows}
     report = gate(ctx, path)
+    assert report["passed"], report["failures"]
+
+
+class ConstantLeftMatmul(torch.nn.Module):
+    """A constant (h, h) matrix on the left of a batched matmul, as EfficientFormerV2's talking heads mix heads."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 8, 3, 2, 1)
+        self.mix = torch.nn.Parameter(torch.randn(4, 4) * 0.5)
+        self.head = torch.nn.Linear(8, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        t = torch.relu(self.conv(x))
+        b, c, h, w = t.shape
+        mixed = self.mix.reshape(1, 4, 4) @ t.reshape(b, 4, 2 * h * w)
+        return self.head(mixed.reshape(b, c, h * w).mean(-1))
+
+
+@pytest.mark.parametrize("precision", ["w8a16", "int8dyn"])
+def test_constant_operand_batched_matmul_stays_float_and_runs(tmp_path, precision) -> None:
+    """W8A16 / dynamic int8 give a batched matmul with a constant left operand (EfficientFormerV2's talking heads)
+    operand types LiteRT's BATCH_MATMUL kernel rejects at run time; edge keeps BATCH_MATMUL float and says so."""
+    torch.manual_seed(0)
+    net = ConstantLeftMatmul().eval()
+    shared = shared_for(net, precision)
+    fp32 = TARGETS["tflite"].convert(make_ctx(net, "tflite", "fp32", tmp_path / "fp32", shared))
+    ctx = make_ctx(net, "tflite", precision, tmp_path / precision, shared, float_artifact=fp32)
+    path = quantize(ctx)
+    default = ctx.extras["quantization"]["kept_float_by_default"]
+    assert default["op_types"] == {"BATCH_MATMUL": 1} and "BATCH_MATMUL" in default["why"]
+    report = gate(ctx, path)  # runs the artifact in LiteRT (batch_matmul.cc raised before the fix)
     assert report["passed"], report["failures"]

@@ -64,6 +64,12 @@ STATIC = ("int8", "w8a16")
 # 0.60x fp32's speed with int8 HARD_SWISH, 1 partition and 0.99x with it float, fidelity unchanged;
 # benchmarks/bench_fast_artifacts.py, timed interleaved).
 FLOAT_OPS = ("BATCH_MATMUL", "SOFTMAX", "GELU", "HARD_SWISH")
+# W8A16 and dynamic-range int8 keep BATCH_MATMUL float: a constant-weight batched matmul (EfficientFormerV2's
+# per-head projections) quantized by those recipes fails at run time in LiteRT's batch_matmul.cc
+# ("(lhs_data->type == kTfLiteFloat32 && rhs_data->type == kTfLiteInt8) || lhs_data->type == rhs_data->type").
+FLOAT_OPS_BY_PRECISION = {"int8": FLOAT_OPS, "w8a16": ("BATCH_MATMUL",), "int8dyn": ("BATCH_MATMUL",)}
+BATCH_MATMUL_WHY = ("LiteRT's BATCH_MATMUL kernel rejects the mixed operand types this recipe gives a constant-weight "
+                    "batched matmul, so BATCH_MATMUL stays float")
 FLOAT_OPS_WHY = ("attention matmuls (q @ k^T, softmax @ v) get one per-tensor int8 scale per operand and lose the "
                  "scores below a few outliers; softmax outputs need more than int8's 1/255 steps; XNNPACK runs "
                  "no int8 GELU or HARD_SWISH, so int8 ones would split the delegated graph. These ops hold no or "
@@ -148,10 +154,12 @@ def quantize(ctx: ExportContext) -> Path:
 
 def default_float_ops(graph: Any, precision: str, engine: str) -> dict[str, Any] | None:
     """Which of FLOAT_OPS this W8A8 graph has (kept float by default), with the reason; None when none."""
-    if precision != "int8" or engine != "aeq":
+    if engine != "aeq":
         return None
-    present = {op: n for op in FLOAT_OPS if (n := sum(ly["op"] == op for ly in graph.layers))}
-    return {"op_types": present, "why": FLOAT_OPS_WHY} if present else None
+    ops = FLOAT_OPS_BY_PRECISION.get(precision, ())
+    present = {op: n for op in ops if (n := sum(ly["op"] == op for ly in graph.layers))}
+    why = FLOAT_OPS_WHY if precision == "int8" else BATCH_MATMUL_WHY
+    return {"op_types": present, "why": why} if present else None
 
 
 def _how(precision: str) -> str:
@@ -227,9 +235,8 @@ def aeq_quantize(precision: str, float_path: Path, out: Path, calib: Calibration
     if exclude:
         pattern = "^(?:" + "|".join(re.escape(n) for n in exclude) + ");"
         qt.update_quantization_recipe(regex=pattern, operation_name="*", algorithm_key="no_quantize")
-    if precision == "int8":
-        for op in FLOAT_OPS:
-            qt.update_quantization_recipe(regex=".*", operation_name=op, algorithm_key="no_quantize")
+    for op in FLOAT_OPS_BY_PRECISION.get(precision, ()):
+        qt.update_quantization_recipe(regex=".*", operation_name=op, algorithm_key="no_quantize")
     if float_io and precision in STATIC:
         for op in ("INPUT", "OUTPUT"):
             qt.update_quantization_recipe(regex=".*", operation_name=op, algorithm_key="no_quantize")
