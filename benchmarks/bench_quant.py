@@ -327,7 +327,14 @@ def render(results: Path, doc: Path) -> str:
         key = (r.get("kind"), r.get("model"), r.get("target"), r.get("precision"), r.get("engine"), r.get("format"),
                json.dumps(r.get("session_config") or {}), json.dumps(r.get("variant") or {}, sort_keys=True))
         latest[key] = r
-    rows = list(latest.values())
+    # an error is superseded by a newer successful measurement of the same artifact (e.g. once the engine is recorded)
+    ok_at = {}
+    for r in latest.values():
+        if "error" not in r:
+            k = (r.get("kind"), r.get("model"), r.get("target"), r.get("precision"))
+            ok_at[k] = max(ok_at.get(k, ""), r.get("time", ""))
+    rows = [r for r in latest.values() if "error" not in r or ok_at.get(
+        (r.get("kind"), r.get("model"), r.get("target"), r.get("precision")), "") <= r.get("time", "")]
     modes = [r for r in rows if r.get("kind") == "mode"]
     fp32 = {(r["model"], r["target"]): r for r in modes if r.get("precision") == "fp32" and "error" not in r}
     env = _environment()
