@@ -8,6 +8,7 @@ else reads them. The rewrite works on the flatbuffer's object API and touches no
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -57,10 +58,7 @@ def fold_transposes(buf: bytes) -> tuple[bytes, int]:
     folded = 0
     for sg in model.subgraphs:
         producer = {int(o): op for op in sg.operators for o in op.outputs}
-        readers: dict[int, int] = {}
-        for op in sg.operators:
-            for i in op.inputs:
-                readers[int(i)] = readers.get(int(i), 0) + 1
+        readers = Counter(int(i) for op in sg.operators for i in op.inputs)
         outputs = {int(o) for o in sg.outputs}
 
         def is_swap(op: object | None, sg: object = sg) -> bool:
@@ -142,9 +140,10 @@ def _drop_unused_tensors(model: object, index: int, sg: object) -> None:
 
 def fold_transposes_in_place(path: Path) -> int:
     """Rewrite a .tflite file (through a temporary file, renamed) and return the number of folded TRANSPOSEs."""
+    from edge._io import atomic_path
+
     out, folded = fold_transposes(path.read_bytes())
     if folded:
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_bytes(out)
-        tmp.replace(path)
+        with atomic_path(path) as tmp:
+            tmp.write_bytes(out)
     return folded
