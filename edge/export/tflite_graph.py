@@ -1,9 +1,17 @@
-"""Graph rewrites on a converted .tflite flatbuffer (issue 6: fewest layout ops).
+"""Graph rewrites on a converted .tflite flatbuffer: one for speed, one for correctness.
 
-litert-torch lowers ``a @ b.transpose(-1, -2)`` to a TRANSPOSE feeding BATCH_MATMUL, although BATCH_MATMUL can
-read its second operand transposed (``adj_y``), which LiteRT's reference kernels and XNNPACK (as a transposed
-right-hand side) both run. ``fold_transposes`` moves such transposes into the matmul and drops them when nothing
-else reads them. The rewrite works on the flatbuffer's object API and touches nothing else.
+- Fewest layout ops (issue 6): litert-torch lowers ``a @ b.transpose(-1, -2)`` to a TRANSPOSE feeding
+  BATCH_MATMUL, although BATCH_MATMUL can read its second operand transposed (``adj_y``), which LiteRT's reference
+  kernels and XNNPACK (as a transposed right-hand side) both run. ``fold_transposes`` moves such transposes into the
+  matmul and drops them when nothing else reads them.
+- PyTorch's ``mode="nearest"`` picks source index ``floor(dst * in / out)``; litert-torch lowers it to
+  RESIZE_NEAREST_NEIGHBOR with ``half_pixel_centers=True``, i.e. ``floor((dst + 0.5) * in / out)``, which is the
+  same only for integer scale factors. GhostNetV2's DFC attention upsamples 3x3 to 7x7 at 224 px, so its TFLite
+  file measured 20 dB against PyTorch. ``torch_nearest_resize`` sets ``half_pixel_centers=False``: LiteRT then
+  computes exactly PyTorch's index. (``mode="nearest-exact"`` is decomposed to a gather by the converter and never
+  becomes this op.)
+
+The rewrites work on the flatbuffer's object API and touch nothing else.
 """
 
 from __future__ import annotations
@@ -41,18 +49,20 @@ def _const_int32(model: object, sg: object, values: list[int], name: str) -> int
     return len(sg.tensors) - 1
 
 
-def fold_transposes(buf: bytes) -> tuple[bytes, int]:
-    """(rewritten flatbuffer, number of TRANSPOSE ops folded into BATCH_MATMUL ``adj_y``).
+def _op_codes(model: object) -> list[int]:
+    return [max(c.builtinCode, c.deprecatedBuiltinCode) for c in model.operatorCodes]
+
+
+def fold_transposes(model: object) -> int:
+    """Fold TRANSPOSE ops into BATCH_MATMUL ``adj_y`` in ``model`` (a ``ModelT``); return how many were folded.
 
     Two shapes of the pattern are folded: TRANSPOSE -> BATCH_MATMUL, and TRANSPOSE -> RESHAPE -> BATCH_MATMUL
     where the reshape only merges or drops leading (batch) dims, as the converter writes for batch size 1; the
     reshape then reads the untransposed tensor and its last two dims are swapped.
     """
-    import flatbuffers
     from ai_edge_litert import schema_py_generated as schema
 
-    model = schema.ModelT.InitFromPackedBuf(bytearray(buf), 0)  # writable: arrays are views of it
-    op_code = [max(c.builtinCode, c.deprecatedBuiltinCode) for c in model.operatorCodes]
+    op_code = _op_codes(model)
     BM, TR, RS = (schema.BuiltinOperator.BATCH_MATMUL, schema.BuiltinOperator.TRANSPOSE,
                   schema.BuiltinOperator.RESHAPE)
     folded = 0
@@ -100,13 +110,43 @@ def fold_transposes(buf: bytes) -> tuple[bytes, int]:
             read = {int(i) for op in sg.operators for i in op.inputs} | outputs
             sg.operators = [op for op in sg.operators
                             if not (op_code[op.opcodeIndex] == TR and all(int(o) not in read for o in op.outputs))]
-    if not folded:
-        return buf, 0
-    for index, sg in enumerate(model.subgraphs):
-        _drop_unused_tensors(model, index, sg)
+    if folded:
+        for index, sg in enumerate(model.subgraphs):
+            _drop_unused_tensors(model, index, sg)
+    return folded
+
+
+def torch_nearest_resize(model: object) -> int:
+    """Give every half-pixel RESIZE_NEAREST_NEIGHBOR PyTorch's ``nearest`` index rule; return how many changed."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    op_code = _op_codes(model)
+    changed = 0
+    for sg in model.subgraphs:
+        for op in sg.operators:
+            opts = op.builtinOptions
+            if (op_code[op.opcodeIndex] == schema.BuiltinOperator.RESIZE_NEAREST_NEIGHBOR and opts is not None
+                    and opts.halfPixelCenters and not opts.alignCorners):
+                opts.halfPixelCenters = False
+                changed += 1
+    return changed
+
+
+REWRITES = {"transposes_folded": fold_transposes, "nearest_resizes_fixed": torch_nearest_resize}
+
+
+def rewrite(buf: bytes) -> tuple[bytes, dict[str, int]]:
+    """(rewritten flatbuffer, count per rewrite); the input bytes come back unchanged when nothing applied."""
+    import flatbuffers
+    from ai_edge_litert import schema_py_generated as schema
+
+    model = schema.ModelT.InitFromPackedBuf(bytearray(buf), 0)  # writable: arrays are views of it
+    counts = {name: fn(model) for name, fn in REWRITES.items()}
+    if not any(counts.values()):
+        return buf, counts
     builder = flatbuffers.Builder(len(buf) + 1024)
     builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
-    return bytes(builder.Output()), folded
+    return bytes(builder.Output()), counts
 
 
 def _drop_unused_tensors(model: object, index: int, sg: object) -> None:
@@ -138,12 +178,12 @@ def _drop_unused_tensors(model: object, index: int, sg: object) -> None:
     sg.tensors = [t for i, t in enumerate(sg.tensors) if i in used]
 
 
-def fold_transposes_in_place(path: Path) -> int:
-    """Rewrite a .tflite file (through a temporary file, renamed) and return the number of folded TRANSPOSEs."""
+def rewrite_in_place(path: Path) -> dict[str, int]:
+    """Rewrite a .tflite file (through a temporary file, renamed); return the count per rewrite."""
     from edge._io import atomic_path
 
-    out, folded = fold_transposes(path.read_bytes())
-    if folded:
+    out, counts = rewrite(path.read_bytes())
+    if any(counts.values()):
         with atomic_path(path) as tmp:
             tmp.write_bytes(out)
-    return folded
+    return counts

@@ -1,4 +1,5 @@
-"""The TFLite rewrite that folds key transposes into BATCH_MATMUL ``adj_y`` (edge.export.tflite_graph).
+"""The TFLite rewrites (edge.export.tflite_graph): key transposes folded into BATCH_MATMUL ``adj_y``, and
+RESIZE_NEAREST_NEIGHBOR given PyTorch's ``nearest`` index rule.
 
 Converted with the real litert-torch and run in the real LiteRT interpreter, both with its reference kernels and
 with the default XNNPACK delegate: the rewritten graph must compute what the converter's graph computes.
@@ -13,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from edge.export.tflite_graph import fold_transposes
+from edge.export.tflite_graph import rewrite, rewrite_in_place
 
 
 class KeyAttention(torch.nn.Module):
@@ -59,8 +60,8 @@ def converted(tmp_path_factory) -> tuple[Path, Path]:
     x = torch.randn(1, 12, 3, 5)
     before = d / "before.tflite"
     litert_torch.convert(KeyAttention().eval(), (x,)).export(str(before))
-    out, folded = fold_transposes(before.read_bytes())
-    assert folded == 1
+    out, counts = rewrite(before.read_bytes())
+    assert counts == {"transposes_folded": 1, "nearest_resizes_fixed": 0}
     after = d / "after.tflite"
     after.write_bytes(out)
     return before, after
@@ -107,5 +108,33 @@ def test_graph_without_the_pattern_is_returned_unchanged(tmp_path) -> None:
     m = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU()).eval()
     litert_torch.convert(m, (torch.randn(1, 3, 8, 8),)).export(str(tmp_path / "m.tflite"))
     buf = (tmp_path / "m.tflite").read_bytes()
-    out, folded = fold_transposes(buf)
-    assert folded == 0 and out is buf
+    out, counts = rewrite(buf)
+    assert not any(counts.values()) and out is buf
+
+
+class NearestGate(torch.nn.Module):
+    """GhostNetV2's DFC gate in miniature: pool /2, then nearest-upsample back to the input's (odd) size."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        gate = torch.nn.functional.avg_pool2d(x, kernel_size=2, stride=2)
+        return x * torch.nn.functional.interpolate(gate, size=x.shape[-2:], mode="nearest")
+
+
+@pytest.mark.parametrize("size", [7, 9, 14], ids=["7-from-3", "9-from-4", "14-from-7"])
+@pytest.mark.parametrize("delegate", [False, True], ids=["reference-kernels", "xnnpack"])
+def test_nearest_resize_matches_pytorch(tmp_path, size, delegate) -> None:
+    import litert_torch
+
+    x = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(size))
+    path = tmp_path / "gate.tflite"
+    litert_torch.convert(NearestGate().eval(), (x,)).export(str(path))
+    expected = NearestGate()(x).numpy()
+    interp, _ = ops_of(path, delegate)
+    unfixed = run(interp, x.numpy())[0]
+    counts = rewrite_in_place(path)
+    assert counts["nearest_resizes_fixed"] == 1
+    interp, ops = ops_of(path, delegate)
+    assert "RESIZE_NEAREST_NEIGHBOR" in ops or delegate
+    np.testing.assert_allclose(run(interp, x.numpy())[0], expected, rtol=1e-6, atol=1e-6)
+    if size % 2:  # the converter's half-pixel rule picks other source pixels when the scale is not an integer
+        assert np.abs(unfixed - expected).max() > 1e-2

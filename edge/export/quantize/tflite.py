@@ -43,7 +43,7 @@ from edge.export.quantize.calibration import (
     warn_unused_calibration,
 )
 from edge.export.quantize.fidelity import close_names, module_path_of_tflite_name
-from edge.export.tflite_graph import fold_transposes_in_place
+from edge.export.tflite_graph import rewrite_in_place
 
 if TYPE_CHECKING:
     import torch
@@ -348,7 +348,7 @@ def pt2e_quantize(ctx: ExportContext, calib: CalibrationSet | None, out: Path, k
     with ctx.progress.stage("quantize", "tflite int8 (PT2E convert)"):
         edge_model = litert_torch.convert(converted, (example,), quant_config=QuantConfig(pt2e_quantizer=quantizer))
         edge_model.export(str(out))
-        fold_transposes_in_place(out)
+        rewrite_in_place(out)
     return out
 
 
