@@ -48,7 +48,7 @@ class ExportOptions:
 @dataclass
 class ExportContext:
     name: str  # model name (zoo name or user module name), used in OUT/<name>/
-    model: torch.nn.Module  # deploy form, eval mode
+    model: torch.nn.Module  # deploy form for the target's layout, eval mode
     info: ModelInfo | None  # zoo metadata (None for a user's own module)
     example: torch.Tensor  # [1, 3, H, W] float32, NCHW
     img_size: int
@@ -65,17 +65,22 @@ class ExportContext:
     output_shapes: tuple[tuple[int, ...], ...] = ()  # of the PyTorch network, NCHW
     input_name: str = "input"
     shared: dict[str, Any] = field(default_factory=dict)  # one dict per export() call, shared by its targets
+    layout: str = "nchw"  # the deploy form's arrangement (Target.layout)
 
     @property
     def exported_program(self) -> torch.export.ExportedProgram:
-        """``torch.export`` of the NCHW network, made once per run and shared by its targets (stage "trace")."""
-        ep = self.shared.get("exported_program")
+        """``torch.export`` of the NCHW-input network, made once per run and deploy layout and shared by the
+        targets (stage "trace")."""
+        ep = self.shared.get(self.program_key)
         if ep is None:
             ep = export_program(self.model, self.example, self.progress)
-            self.shared["exported_program"] = ep
+            self.shared[self.program_key] = ep
             self.shared["trace_seconds"] = self.progress.times.get("trace", 0.0)
         return ep
 
+    @property
+    def program_key(self) -> str:
+        return f"exported_program/{self.layout}"
 
     @property
     def channels_last_outputs(self) -> list[int]:

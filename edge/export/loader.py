@@ -30,7 +30,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 @dataclass
 class LoadedModel:
     name: str
-    model: nn.Module  # deploy form (BatchNorm folded, re-parameterized): what is converted
+    model: nn.Module  # deploy form (BatchNorm folded, re-parameterized) for NCHW runtimes: what is converted
     reference: nn.Module  # the network as built / given, eval mode: what every artifact is compared with
     info: ModelInfo | None
     source: dict[str, Any]  # {"kind": "zoo"|"file"|"module", ...}: how to rebuild it
@@ -43,6 +43,18 @@ class LoadedModel:
     interpolation: str = "bilinear"
     default_img_size: int = DEFAULT_IMG_SIZE
     img_size_rule: tuple[int, int] | None = None  # (min, multiple); None: probe by running the network
+    _by_layout: dict[str, nn.Module] = field(default_factory=dict, repr=False)
+
+    def deploy(self, layout: str) -> nn.Module:
+        """The deploy form arranged for a runtime's memory layout (``edge.models.reparameterize_model``); made on
+        first use. Networks without layout-specific forms return ``model`` for every layout."""
+        from edge.models._layers import has_layout_forms
+
+        if layout == "nchw" or not has_layout_forms(self.reference):
+            return self.model
+        if layout not in self._by_layout:
+            self._by_layout[layout] = _deploy(self.reference, layout)
+        return self._by_layout[layout]
 
     @property
     def family(self) -> str:
@@ -173,13 +185,13 @@ def _from_module(model: nn.Module, checkpoint: str | Path | None, name: str | No
                        mean=mean, std=std, default_img_size=int(meta.get("img_size", DEFAULT_IMG_SIZE)))
 
 
-def _deploy(model: nn.Module) -> nn.Module:
+def _deploy(model: nn.Module, layout: str = "nchw") -> nn.Module:
     """A re-parameterized copy (BatchNorm folded, branches merged) for conversion; ``model`` stays as it is."""
     from edge.models._layers import reparameterize_model
 
     deploy = copy.deepcopy(model).eval()
     with torch.no_grad():
-        reparameterize_model(deploy)
+        reparameterize_model(deploy, layout)
     return deploy
 
 

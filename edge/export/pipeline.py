@@ -313,21 +313,27 @@ def _reference(loaded: LoadedModel, img: int, precision: str, progress: Progress
         example = inputs[:1].clone()
         outs = probe(loaded, example)
         ref_list = reference_outputs(loaded.reference, inputs)
-        # The deploy form (what is converted) against the network as built, on a few images: a diagnostic that
-        # tells a re-parameterization bug apart from a converter bug when an artifact fails.
-        k = min(DEPLOY_CHECK_SAMPLES, n)
-        dep_list = reference_outputs(loaded.model, inputs[:k])
         names = _output_names(outs)
-        deploy_check = {nm: numerics.compare(r[:k], d) for nm, r, d in zip(names, ref_list, dep_list)}
         return {
             "example": example,
             "inputs": inputs,
             "ref": ref_list,
             "output_names": names,
             "output_shapes": tuple(tuple(o.shape) for o in outs),
-            "deploy_check": deploy_check,
             "reference_seconds": time.perf_counter() - t0,
         }
+
+
+def _deploy_check(loaded: LoadedModel, ctx: ExportContext, shared: dict[str, Any]) -> dict[str, Any]:
+    """The deploy form (what is converted) against the network as built, on a few images: a diagnostic that tells a
+    re-parameterization bug apart from a converter bug when an artifact fails. Once per deploy layout."""
+    key = f"deploy_check/{ctx.layout}"
+    if key not in shared:
+        k = min(DEPLOY_CHECK_SAMPLES, len(shared["inputs"]))
+        dep_list = reference_outputs(ctx.model, shared["inputs"][:k])
+        shared[key] = {nm: numerics.compare(r[:k], d) for nm, r, d in zip(shared["output_names"], shared["ref"],
+                                                                             dep_list)}
+    return {"layout": ctx.layout, "outputs": shared[key]}
 
 
 def _output_names(outs: list[torch.Tensor]) -> tuple[str, ...]:
@@ -345,7 +351,8 @@ def _export_one(loaded: LoadedModel, target: Target, precision: str, img: int, o
     with atomic_path(final) as tmp:
         tmp.mkdir()
         ctx = ExportContext(
-            name=loaded.name, model=loaded.model, info=loaded.info, example=shared["example"], img_size=img,
+            name=loaded.name, model=loaded.deploy(target.layout), layout=target.layout, info=loaded.info,
+            example=shared["example"], img_size=img,
             target=target.name, precision=precision, workdir=tmp / ".float" if quantized else tmp, options=options,
             mean=tuple(loaded.mean), std=tuple(loaded.std), progress=progress,
             output_names=shared["output_names"], output_shapes=shared["output_shapes"], shared=shared,
@@ -354,7 +361,7 @@ def _export_one(loaded: LoadedModel, target: Target, precision: str, img: int, o
         ctx.extras["checkpoint"] = loaded.checkpoint
         if target.name == "onnx":
             ctx.extras["opset"] = options.opset or _onnx_default_opset()
-        if target.uses_exported_program and not options.channels_last and "exported_program" not in shared:
+        if target.uses_exported_program and not options.channels_last and ctx.program_key not in shared:
             t0 = time.perf_counter()
             try:
                 ctx.exported_program  # noqa: B018 - traced once, shared by the targets of this run
@@ -390,7 +397,7 @@ def _export_one(loaded: LoadedModel, target: Target, precision: str, img: int, o
                   "image_input": ctx.extras.get("image_input")}
             report = check_artifact(target, artifact, io, precision, shared["inputs"], shared["ref"],
                                     shared["output_names"])
-            report["deploy_form"] = shared["deploy_check"]
+            report["deploy_form"] = _deploy_check(loaded, ctx, shared)
         stages["verify"] = time.perf_counter() - t0
 
         t0 = time.perf_counter()

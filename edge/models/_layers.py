@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+
 import torch
 from torch import nn
 
@@ -39,16 +41,41 @@ def _fold_sequential(seq: nn.Sequential) -> None:
                 seq._modules[name_b] = nn.Identity()
 
 
-def reparameterize_model(model: nn.Module) -> nn.Module:
+DEPLOY_LAYOUTS = ("nchw", "nhwc")
+
+
+def reparameterize_model(model: nn.Module, layout: str = "nchw") -> nn.Module:
     """Inference-only form: every module's own ``reparameterize()`` (bottom-up), then
-    Conv/Linear → BatchNorm pairs inside Sequentials folded. Returns the same module, in eval mode."""
+    Conv/Linear → BatchNorm pairs inside Sequentials folded. Returns the same module, in eval mode.
+
+    ``layout`` is the memory layout of the runtime that will run it ("nchw": ONNX Runtime, Core ML; "nhwc":
+    LiteRT). The math is the same; a module whose ``reparameterize`` takes a ``layout`` argument may arrange its
+    reshapes for that layout, so the converted graph needs fewer transposes there."""
+    if layout not in DEPLOY_LAYOUTS:
+        raise ValueError(f"layout {layout!r}: expected one of {', '.join(DEPLOY_LAYOUTS)}")
     model.eval()
     for m in reversed(list(model.modules())):
-        if m is not model and hasattr(m, "reparameterize"):
-            m.reparameterize()
+        if m is not model:
+            _reparameterize(m, layout)
     for m in list(model.modules()):
         if isinstance(m, nn.Sequential):
             _fold_sequential(m)
-    if hasattr(model, "reparameterize"):
-        model.reparameterize()
+    _reparameterize(model, layout)
     return model
+
+
+def _takes_layout(m: nn.Module) -> bool:
+    fn = getattr(m, "reparameterize", None)
+    return fn is not None and "layout" in inspect.signature(fn).parameters
+
+
+def _reparameterize(m: nn.Module, layout: str) -> None:
+    if _takes_layout(m):
+        m.reparameterize(layout=layout)
+    elif hasattr(m, "reparameterize"):
+        m.reparameterize()
+
+
+def has_layout_forms(model: nn.Module) -> bool:
+    """Whether ``reparameterize_model`` gives this network a different form per layout."""
+    return any(_takes_layout(m) for m in model.modules())

@@ -17,12 +17,18 @@ Two forms of one network:
   against their own NCHW->NHWC transposes, talking heads are batched matmuls over the head axis (a 1x1 conv there
   makes converters move the softmax axis and decompose the softmax), and softmax is on the last dim.
 * deploy form (``edge.models.reparameterize_model``): BatchNorm folded everywhere (the final BN into the merged
-  head), layer scales folded into the preceding conv, the attention bias gathered once and pushed through the
-  first talking head into one dense buffer, the pooled-query branch folded into the query depthwise conv, and
-  the class and distillation heads merged. Attention is written for NHWC runtimes: queries and keys are per-head
-  batched matmuls from the NHWC map (no transpose; the key transpose of ``q @ k^T`` is folded into TFLite's
-  BATCH_MATMUL by ``edge.export.tflite_graph``), values and the local branch enter the heads with one transpose,
-  and the output projection is a per-head matmul summed over heads. One transpose per attention remains.
+  head), layer scales folded into the preceding conv, the attention scale folded into the query conv, the
+  attention bias gathered once and pushed through the first talking head into one dense buffer, the pooled-query
+  branch folded into the query depthwise conv, and the class and distillation heads merged. Attention comes in
+  two arrangements of the same math, picked by the runtime's layout:
+  - ``layout="nchw"`` (ONNX Runtime, Core ML): heads split from the NCHW conv outputs by reshape, keys already
+    laid out for ``q @ k``, talking heads as 1x1 convs over the head channels: three transposes per attention,
+    as in the paper's code.
+  - ``layout="nhwc"`` (LiteRT): queries and keys are per-head batched matmuls from the NHWC map (no transpose;
+    the key transpose of ``q @ k^T`` is folded into TFLite's BATCH_MATMUL by ``edge.export.tflite_graph``),
+    values and the local branch enter the heads with one transpose, and the output projection is a per-head
+    matmul summed over heads. One transpose per attention remains. In an NCHW runtime this arrangement costs
+    more transposes than it saves (ONNX: 31 against 16), hence the two.
 """
 
 from __future__ import annotations
@@ -189,11 +195,72 @@ class Attention2d(nn.Module):
         return self.proj(self.act(x))
 
     @torch.no_grad()
-    def fused(self) -> Attention2dDeploy:
-        return Attention2dDeploy(self)
+    def fused(self, layout: str) -> nn.Module:
+        return Attention2dNHWC(self) if layout == "nhwc" else Attention2dNCHW(self)
 
 
-class Attention2dDeploy(nn.Module):
+def _scaled(conv: nn.Conv2d, scale: float) -> nn.Conv2d:
+    """The (BN-folded) conv with its output multiplied by ``scale``: the attention scale folded into the queries."""
+    conv.weight.mul_(scale)
+    conv.bias.mul_(scale)
+    return conv
+
+
+def _nchw_heads(x: torch.Tensor, num_heads: int) -> torch.Tensor:
+    """(B, h*c, H, W) -> (B, h, c, N): a reshape of the NCHW map, keys' layout for ``q @ k``."""
+    B, C, H, W = x.shape
+    return x.reshape(B, num_heads, C // num_heads, H * W)
+
+
+def _dense_bias(attn: nn.Module, mix: torch.Tensor | None = None) -> torch.Tensor:
+    """The gathered (h, N, M) attention bias, pushed through the talking head ``mix`` (weights (h, h)) if given."""
+    bias = attn.attention_biases.detach()[:, attn.attention_bias_idxs]
+    if mix is None:
+        return bias.contiguous()
+    h = mix.shape[0]
+    return (torch.einsum("gh,hnm->gnm", mix.reshape(h, h), bias)
+            + attn.talking_head1.bias.detach().reshape(h, 1, 1)).contiguous()
+
+
+def _head_mixer(talking_head: nn.Conv2d, bias: bool) -> nn.Conv2d:
+    mix = nn.Conv2d(talking_head.in_channels, talking_head.out_channels, 1, bias=bias)
+    mix.weight.copy_(talking_head.weight)
+    if bias:
+        mix.bias.copy_(talking_head.bias)
+    return mix
+
+
+class Attention2dNCHW(nn.Module):
+    """Inference form of :class:`Attention2d` for NCHW runtimes (its convs already BN-folded; the block's layer
+    scale in ``proj``): the paper's arrangement, with the scale folded into ``q`` and the bias (through the first
+    talking head) one dense ``(h, N, N)`` buffer added after the bias-free head mixer ``mix1``."""
+
+    def __init__(self, attn: Attention2d) -> None:
+        super().__init__()
+        self.num_heads = attn.num_heads
+        self.stride_conv, self.upsample = attn.stride_conv, attn.upsample
+        self.q, self.k, self.v = _scaled(attn.q.conv, attn.scale), attn.k.conv, attn.v.conv
+        self.v_local, self.act, self.proj = attn.v_local, attn.act, attn.proj
+        self.mix1 = _head_mixer(attn.talking_head1, bias=False)
+        self.mix2 = _head_mixer(attn.talking_head2, bias=True)
+        self.register_buffer("attention_bias", _dense_bias(attn, attn.talking_head1.weight.detach()))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.stride_conv is not None:
+            x = self.stride_conv(x)
+        B, _, H, W = x.shape
+        h = self.num_heads
+        v = self.v(x)
+        q = _nchw_heads(self.q(x), h).transpose(-1, -2)
+        attn = F.softmax(self.mix1(q @ _nchw_heads(self.k(x), h)) + self.attention_bias, dim=-1)
+        out = self.mix2(attn) @ _nchw_heads(v, h).transpose(-1, -2)
+        out = out.transpose(-1, -2).reshape(B, -1, H, W) + self.v_local(v)
+        if self.upsample is not None:
+            out = self.upsample(out)
+        return self.proj(self.act(out))
+
+
+class Attention2dNHWC(nn.Module):
     """Inference form of :class:`Attention2d` (its convs already BN-folded; the block's layer scale in ``proj``),
     written so that an NHWC runtime needs one transpose per attention.
 
@@ -218,9 +285,7 @@ class Attention2dDeploy(nn.Module):
         self.v, self.v_local, self.act = attn.v, attn.v_local, attn.act
         h = attn.num_heads
         w1 = attn.talking_head1.weight.detach().reshape(h, h)
-        bias = attn.attention_biases.detach()[:, attn.attention_bias_idxs]
-        dense = torch.einsum("gh,hnm->gnm", w1, bias) + attn.talking_head1.bias.detach().reshape(h, 1, 1)
-        self.register_buffer("attention_bias", dense.contiguous())
+        self.register_buffer("attention_bias", _dense_bias(attn, w1))
         self.th1 = nn.Parameter(w1.clone())
         self.th2 = nn.Parameter(attn.talking_head2.weight.detach().reshape(h, h).clone())
         self.th2_bias = nn.Parameter(attn.talking_head2.bias.detach().reshape(1, h, 1, 1).clone())
@@ -287,11 +352,42 @@ class Attention2dDownsample(nn.Module):
         return self.proj(self.act(x))
 
     @torch.no_grad()
-    def fused(self) -> Attention2dDownsampleDeploy:
-        return Attention2dDownsampleDeploy(self)
+    def fused(self, layout: str) -> nn.Module:
+        return Attention2dDownsampleNHWC(self) if layout == "nhwc" else Attention2dDownsampleNCHW(self)
 
 
-class Attention2dDownsampleDeploy(nn.Module):
+def _fold_pool_into_local(local: nn.Conv2d) -> nn.Conv2d:
+    """The 1x1 stride-2 pool of :class:`LocalGlobalQuery` reads exactly the centre tap of its strided depthwise
+    conv: +1 there."""
+    k = local.kernel_size[0] // 2
+    local.weight[:, 0, k, k] += 1.0
+    return local
+
+
+class Attention2dDownsampleNCHW(nn.Module):
+    """Inference form of :class:`Attention2dDownsample` for NCHW runtimes: the paper's arrangement, with the
+    pooled-query branch folded into the query depthwise conv, the scale into the query projection, and the bias
+    one dense buffer."""
+
+    def __init__(self, attn: Attention2dDownsample) -> None:
+        super().__init__()
+        self.num_heads = attn.num_heads
+        self.q_local = _fold_pool_into_local(attn.q.local)
+        self.q, self.k, self.v = _scaled(attn.q.proj.conv, attn.scale), attn.k.conv, attn.v.conv
+        self.v_local, self.act, self.proj = attn.v_local, attn.act, attn.proj
+        self.register_buffer("attention_bias", _dense_bias(attn))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.num_heads
+        v = self.v(x)
+        local = self.v_local(v)
+        q = _nchw_heads(self.q(self.q_local(x)), h).transpose(-1, -2)
+        attn = F.softmax(q @ _nchw_heads(self.k(x), h) + self.attention_bias, dim=-1)
+        out = (attn @ _nchw_heads(v, h).transpose(-1, -2)).transpose(-1, -2)
+        return self.proj(self.act(out.reshape(local.shape) + local))
+
+
+class Attention2dDownsampleNHWC(nn.Module):
     """Inference form of :class:`Attention2dDownsample`, with one transpose (merging the heads) in an NHWC runtime.
 
     The subsampling branch becomes +1 on the centre tap of the query depthwise conv (a 1x1 stride-2 pool reads
@@ -303,10 +399,7 @@ class Attention2dDownsampleDeploy(nn.Module):
     def __init__(self, attn: Attention2dDownsample) -> None:
         super().__init__()
         self.num_heads = attn.num_heads
-        local = attn.q.local
-        k = local.kernel_size[0] // 2
-        local.weight[:, 0, k, k] += 1.0
-        self.q_local = local
+        self.q_local = _fold_pool_into_local(attn.q.local)
         wq, bq = _head_weights(attn.q.proj.conv, attn.num_heads, attn.scale)
         self.wq, self.bq = nn.Parameter(wq), nn.Parameter(bq)
         wk, bk = _head_weights(attn.k.conv, attn.num_heads)
@@ -314,8 +407,7 @@ class Attention2dDownsampleDeploy(nn.Module):
         wv, bv = _head_weights(attn.v.conv, attn.num_heads)
         self.wv, self.bv = nn.Parameter(wv), nn.Parameter(bv)
         self.v, self.v_local, self.act, self.proj = attn.v, attn.v_local, attn.act, attn.proj
-        self.register_buffer("attention_bias",
-                             attn.attention_biases.detach()[:, attn.attention_bias_idxs].contiguous())
+        self.register_buffer("attention_bias", _dense_bias(attn))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         q = _tokens(self.q_local(x)) @ self.wq + self.bq
@@ -341,9 +433,9 @@ class Downsample(nn.Module):
         return out
 
     @torch.no_grad()
-    def reparameterize(self) -> None:
+    def reparameterize(self, layout: str = "nchw") -> None:
         if isinstance(self.attn, Attention2dDownsample):
-            self.attn = self.attn.fused()
+            self.attn = self.attn.fused(layout)
 
 
 class ConvMlpWithNorm(nn.Module):
@@ -380,11 +472,11 @@ class EfficientFormerV2Block(nn.Module):
         return x + self.ls2(self.mlp(x))
 
     @torch.no_grad()
-    def reparameterize(self) -> None:
+    def reparameterize(self, layout: str = "nchw") -> None:
         # Children go first, so every ConvNorm here is already a plain (BN-folded) conv.
         if isinstance(self.token_mixer, Attention2d):
             scale_out_channels(self.token_mixer.proj.conv, self.ls1.gamma)
-            self.token_mixer = self.token_mixer.fused()
+            self.token_mixer = self.token_mixer.fused(layout)
             self.ls1 = nn.Identity()
         if isinstance(self.ls2, LayerScale2d):
             scale_out_channels(self.mlp.fc2.conv, self.ls2.gamma)

@@ -1,4 +1,4 @@
-"""Layout ops in the TFLite graphs edge writes (issue 6): counted, not timed.
+"""Layout ops in the graphs edge writes (issue 6): counted, not timed.
 
 The graphs are read back through the LiteRT interpreter's own op list, with the default XNNPACK delegate left
 out so that every builtin op stays visible. That is a second reader, independent of the flatbuffer walk that
@@ -8,7 +8,9 @@ Goals asserted (issue 6, "Fewest layout ops"):
 * a CNN exported with ``--channels-last`` has no TRANSPOSE (GhostNet-0.5x, the smallest CNN in the zoo);
 * EfficientFormerV2's TFLite has at most 10 TRANSPOSE (timm's S0 converted by hand has 55); edge's deploy form
   needs one per attention plus the NCHW input's (key transposes folded into BATCH_MATMUL ``adj_y``);
-* no softmax is decomposed into REDUCE_MAX / SUB / EXP / SUM / DIV: every attention keeps one native SOFTMAX.
+* no softmax is decomposed into REDUCE_MAX / SUB / EXP / SUM / DIV: every attention keeps one native SOFTMAX;
+* EfficientFormerV2's ONNX (an NCHW runtime) gets the NCHW deploy form: at most three Transposes per attention,
+  as in the paper's code (the NHWC form written for LiteRT has 31 in ONNX at S0, timm's S0 16).
 
 Both networks are exported at 64x64 (EfficientFormerV2's smallest size, built for it with ``img_size=64``): the
 op structure does not depend on the input size, and the conversions stay cheap. EfficientFormerV2 is handed to
@@ -74,11 +76,23 @@ def ghostnet(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def efv2(tmp_path_factory):
+def efv2_model():
     model = create(EFV2, calibrate=False, img_size=IMG)
     calibrate_bn(model, dataclasses.replace(get_info(EFV2), input_size=(3, IMG, IMG)))
-    (r,) = export(model, target="tflite", precision="fp32", out=tmp_path_factory.mktemp("efv2"), img_size=IMG,
+    return model
+
+
+@pytest.fixture(scope="module")
+def efv2(tmp_path_factory, efv2_model):
+    (r,) = export(efv2_model, target="tflite", precision="fp32", out=tmp_path_factory.mktemp("efv2"), img_size=IMG,
                   name=EFV2)
+    return r
+
+
+@pytest.fixture(scope="module")
+def efv2_onnx(tmp_path_factory, efv2_model):
+    (r,) = export(efv2_model, target="onnx", precision="fp32", out=tmp_path_factory.mktemp("efv2-onnx"),
+                  img_size=IMG, name=EFV2)
     return r
 
 
@@ -100,6 +114,20 @@ def test_efficientformerv2_transposes_within_goal(efv2) -> None:
     attentions = 2 * get_info(EFV2).builder_kwargs["num_vit"] + 1
     assert t == attentions + 1, f"{t} TRANSPOSE: expected one per attention ({attentions}) plus the input's"
     assert efv2.manifest["numerics"]["passed"]
+
+
+def test_efficientformerv2_onnx_gets_the_nchw_form(efv2, efv2_onnx) -> None:
+    import onnx
+
+    assert efv2_onnx.passed
+    graph = onnx.load(str(efv2_onnx.artifact)).graph
+    ops = Counter(n.op_type for n in graph.node)
+    attentions = 2 * get_info(EFV2).builder_kwargs["num_vit"] + 1
+    assert ops["Softmax"] == attentions and ops["Conv"] > 0
+    assert ops["Gelu"] > 0 and not ops["Erf"]  # the default opset (20) keeps GELU one node, not five
+    assert ops["Transpose"] <= 3 * attentions + 1, f"{ops['Transpose']} Transpose for {attentions} attentions"
+    assert efv2_onnx.manifest["numerics"]["deploy_form"]["layout"] == "nchw"
+    assert efv2.manifest["numerics"]["deploy_form"]["layout"] == "nhwc"
 
 
 def test_efficientformerv2_softmax_is_native(efv2) -> None:

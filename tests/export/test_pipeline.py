@@ -106,7 +106,7 @@ def broken_export(tmp_path_factory):
         with torch.no_grad():
             bad.head.bias.add_(torch.linspace(-2.0, 2.0, bad.head.bias.numel()))
         ctx.model = bad
-        ctx.shared.pop("exported_program", None)  # trace the perturbed network, not the shared original
+        ctx.shared.pop(ctx.program_key, None)  # trace the perturbed network, not the shared original
         return original(self, ctx)
 
     mp = pytest.MonkeyPatch()
@@ -131,7 +131,7 @@ def test_broken_artifact_fails_the_gate_and_is_kept_marked_failed(broken_export)
     assert fails["sqnr_db"]["output"] == "logits" and fails["sqnr_db"]["value"] < 40
     assert fails["sqnr_db"]["limit"] == 60.0
     # the deploy form itself was fine: the breach is the artifact's
-    assert m["numerics"]["deploy_form"]["logits"]["sqnr_db"] > 100
+    assert m["numerics"]["deploy_form"]["outputs"]["logits"]["sqnr_db"] > 100
 
 
 def test_verify_reruns_the_gate_on_a_broken_artifact(broken_export) -> None:

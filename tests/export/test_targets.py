@@ -93,7 +93,7 @@ def test_onnx_is_one_self_contained_file(fp32) -> None:
     assert sorted(p.name for p in r.path.iterdir()) == ["manifest.json", "model.onnx"]
     model = onnx.load(str(r.artifact))
     assert not any(uses_external_data(t) for t in model.graph.initializer)
-    assert {o.domain: o.version for o in model.opset_import}[""] == 18 == r.manifest["opset"]
+    assert {o.domain: o.version for o in model.opset_import}[""] == 20 == r.manifest["opset"]
     assert [i.name for i in model.graph.input] == ["input"] and [o.name for o in model.graph.output] == ["logits"]
     props = {p.key: p.value for p in model.metadata_props}
     assert props["edge.model"] == "tinynet" and json.loads(props["edge.preprocess"])["std"][0] == 0.229

@@ -8,6 +8,8 @@ saves computed its way.
 
 from __future__ import annotations
 
+import copy
+
 import math
 
 import pytest
@@ -135,12 +137,20 @@ def test_official_layout_loads_strictly_and_matches(ref):
         torch.testing.assert_close(model(ref.x), ref.y, rtol=0, atol=1e-5)
 
 
-def test_deploy_form_matches_training_form(ref):
-    model = create(ref.name, checkpoint=ref.paths.safetensors, deploy=True)
+@pytest.mark.parametrize("layout", ["nchw", "nhwc"])
+def test_deploy_form_matches_training_form(ref, layout):
+    model = reparameterize_model(create(ref.name, checkpoint=ref.paths.safetensors), layout)
     check_deploy_form(model)  # every layer scale folds here: each follows a conv
     assert not [n for n, _ in model.named_modules() if n.endswith("talking_head1")]  # pushed into the bias buffer
+    kinds = {type(m).__name__ for m in model.modules() if "Attention" in type(m).__name__}
+    assert kinds == {f"Attention2d{layout.upper()}", f"Attention2dDownsample{layout.upper()}"}
     with torch.no_grad():
         assert rel_err(model(ref.x), ref.y) <= 1e-4
+
+
+def test_deploy_layout_is_checked():
+    with pytest.raises(ValueError, match="nchw, nhwc"):
+        reparameterize_model(create(SMALLEST, calibrate=False), "chwn")
 
 
 @pytest.mark.parametrize("name", list(VARIANTS))
@@ -151,7 +161,8 @@ def test_traceable_train_and_deploy_form(name):
     model = randomize(create(name, calibrate=False, img_size=size))
     x = natural_images(name, 1, size)
     check_traceable(model, x, deploy=False)
-    check_traceable(reparameterize_model(model), x, deploy=True)
+    for layout in ("nhwc", "nchw"):
+        check_traceable(reparameterize_model(copy.deepcopy(model), layout), x, deploy=True)
 
 
 def test_checkpoint_for_another_variant_names_the_keys(tmp_path):

@@ -34,6 +34,8 @@ class Target(ABC):
     reshape_ops: tuple[str, ...] = ()
     # converts ``ctx.exported_program`` (made once per run and shared) rather than tracing the module itself
     uses_exported_program: bool = True
+    # memory layout of the runtime's kernels: picks the deploy form's arrangement (edge.models.reparameterize_model)
+    layout: str = "nchw"
 
     @abstractmethod
     def convert(self, ctx: ExportContext) -> Path:

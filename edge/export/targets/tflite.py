@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from edge.export.targets.base import Runner, Target, float_nchw_to, to_float_nchw, versions
-from edge.export.tflite_graph import fold_transposes_in_place
+from edge.export.tflite_graph import rewrite_in_place
 
 if TYPE_CHECKING:
     from edge.export.context import ExportContext
@@ -32,6 +32,7 @@ class TFLiteTarget(Target):
     transpose_ops = ("TRANSPOSE",)
     reshape_ops = ("RESHAPE", "SQUEEZE", "EXPAND_DIMS")
     uses_exported_program = False  # litert_torch.convert runs its own torch.export
+    layout = "nhwc"  # LiteRT's CPU kernels and XNNPACK are NHWC
 
     def convert(self, ctx: ExportContext) -> Path:
         os.environ.setdefault("LITERT_TORCH_SHOW_PROGRESS", "n")
@@ -45,12 +46,12 @@ class TFLiteTarget(Target):
         if ctx.precision == "fp16":
             fp32 = ctx.workdir / "model.fp32.tflite"
             converted.export(str(fp32))
-            fold_transposes_in_place(fp32)
+            rewrite_in_place(fp32)
             float16_weights(fp32, path)
             fp32.unlink()
         else:
             converted.export(str(path))
-            fold_transposes_in_place(path)
+            rewrite_in_place(path)
         return path
 
     def runner(self, artifact: Path, io: dict[str, Any]) -> Runner:
