@@ -197,10 +197,29 @@ class ConstantLeftMatmul(torch.nn.Module):
         return self.head(mixed.reshape(b, c, h * w).mean(-1))
 
 
-@pytest.mark.parametrize("precision", ["w8a16", "int8dyn"])
-def test_constant_operand_batched_matmul_stays_float_and_runs(tmp_path, precision) -> None:
+def matmul_operand_types(path: Path) -> list[list[str]]:
+    """Per BATCH_MATMUL in the file: its operands' stored types, looking through a DEQUANTIZE in front of it."""
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    interp = Interpreter(model_path=str(path),
+                         experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    ops = interp._get_ops_details()  # noqa: SLF001 - the runtime's own op list
+    dtype = {t["index"]: np.dtype(t["dtype"]).name for t in interp.get_tensor_details()}
+    producer = {int(o): op for op in ops for o in op["outputs"]}
+    types = []
+    for op in ops:
+        if op["op_name"] == "BATCH_MATMUL":
+            srcs = [producer.get(int(i)) for i in op["inputs"]]
+            types.append([dtype[int(src["inputs"][0])] if src and src["op_name"] == "DEQUANTIZE" else dtype[int(i)]
+                          for i, src in zip(op["inputs"], srcs)])
+    return types
+
+
+@pytest.mark.parametrize("precision", ["int8", "w8a16", "int8dyn"])
+def test_constant_operand_batched_matmul_computes_in_float_and_runs(tmp_path, precision) -> None:
     """W8A16 / dynamic int8 give a batched matmul with a constant left operand (EfficientFormerV2's talking heads)
-    operand types LiteRT's BATCH_MATMUL kernel rejects at run time; edge keeps BATCH_MATMUL float and says so."""
+    operand types LiteRT's BATCH_MATMUL kernel rejects at run time; edge keeps BATCH_MATMUL's compute float and
+    says so, while the constant operand is still stored int8 (dequantized in front of the op)."""
     torch.manual_seed(0)
     net = ConstantLeftMatmul().eval()
     shared = shared_for(net, precision)
@@ -208,6 +227,9 @@ def test_constant_operand_batched_matmul_stays_float_and_runs(tmp_path, precisio
     ctx = make_ctx(net, "tflite", precision, tmp_path / precision, shared, float_artifact=fp32)
     path = quantize(ctx)
     default = ctx.extras["quantization"]["kept_float_by_default"]
-    assert default["op_types"] == {"BATCH_MATMUL": 1} and "BATCH_MATMUL" in default["why"]
+    assert default["op_types"] == {"BATCH_MATMUL": 1} and "matmul" in default["why"].lower()
+    assert default["int8_weights"] == ["BATCH_MATMUL"]
+    (operands,) = matmul_operand_types(path)
+    assert operands[0] == "int8", operands  # the constant (h, h) mixer: int8 in the file
     report = gate(ctx, path)  # runs the artifact in LiteRT (batch_matmul.cc raised before the fix)
     assert report["passed"], report["failures"]

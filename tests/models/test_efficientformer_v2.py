@@ -9,7 +9,6 @@ saves computed its way.
 from __future__ import annotations
 
 import copy
-
 import math
 
 import pytest
