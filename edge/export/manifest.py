@@ -51,6 +51,7 @@ def build(*, loaded: Any, target: Any, ctx: Any, artifact: Path, artifact_sha256
             "total": int(sum(histogram.values())),
             "layout": layout,
             "layout_ops_counted": {"transpose": list(target.transpose_ops), "reshape": list(target.reshape_ops)},
+            "graph_rewrites": ctx.extras.get("graph_rewrites"),  # edits edge made to the converter's graph
         },
         "numerics": numerics,
         "quantization": ctx.extras.get("quantization"),

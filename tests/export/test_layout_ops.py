@@ -113,6 +113,8 @@ def test_efficientformerv2_transposes_within_goal(efv2) -> None:
                                      f"(RESHAPE {ops.get('RESHAPE', 0)}, {sum(ops.values())} ops)")
     attentions = 2 * get_info(EFV2).builder_kwargs["num_vit"] + 1
     assert t == attentions + 1, f"{t} TRANSPOSE: expected one per attention ({attentions}) plus the input's"
+    # each attention's key transpose went into its BATCH_MATMUL, and the manifest says so
+    assert efv2.manifest["ops"]["graph_rewrites"] == {"transposes_folded": attentions, "nearest_resizes_fixed": 0}
     assert efv2.manifest["numerics"]["passed"]
 
 

@@ -360,7 +360,7 @@ def pt2e_quantize(ctx: ExportContext, calib: CalibrationSet | None, out: Path, k
     with ctx.progress.stage("quantize", "tflite int8 (PT2E convert)"):
         edge_model = litert_torch.convert(converted, (example,), quant_config=QuantConfig(pt2e_quantizer=quantizer))
         edge_model.export(str(out))
-        rewrite_in_place(out)
+        ctx.extras["graph_rewrites"] = rewrite_in_place(out)
     return out
 
 

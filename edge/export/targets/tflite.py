@@ -46,12 +46,12 @@ class TFLiteTarget(Target):
         if ctx.precision == "fp16":
             fp32 = ctx.workdir / "model.fp32.tflite"
             converted.export(str(fp32))
-            rewrite_in_place(fp32)
+            ctx.extras["graph_rewrites"] = rewrite_in_place(fp32)
             float16_weights(fp32, path)
             fp32.unlink()
         else:
             converted.export(str(path))
-            rewrite_in_place(path)
+            ctx.extras["graph_rewrites"] = rewrite_in_place(path)
         return path
 
     def runner(self, artifact: Path, io: dict[str, Any]) -> Runner:
