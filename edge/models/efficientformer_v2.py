@@ -542,6 +542,7 @@ class EfficientFormerV2(nn.Module):
         self.norm: nn.Module = nn.BatchNorm2d(self.num_features)
         self.head = nn.Linear(self.num_features, num_classes)
         self.head_dist: nn.Linear | None = nn.Linear(self.num_features, num_classes)
+        self.pool_layout = "nhwc"  # the deploy form sets its runtime's layout
         for m in self.modules():
             if isinstance(m, nn.Linear):
                 nn.init.trunc_normal_(m.weight, std=0.02)
@@ -551,7 +552,10 @@ class EfficientFormerV2(nn.Module):
         return self.norm(self.stages(self.stem(x)))
 
     def forward_head(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.permute(0, 2, 3, 1).mean(dim=(1, 2))  # spatial mean, through NHWC: converters add no transpose
+        if self.pool_layout == "nhwc":  # spatial mean through NHWC: an NHWC converter adds no transpose
+            x = x.permute(0, 2, 3, 1).mean(dim=(1, 2))
+        else:
+            x = x.mean(dim=(2, 3))
         if self.head_dist is None:  # deploy form: merged head
             return self.head(x)
         return (self.head(x) + self.head_dist(x)) / 2
@@ -560,8 +564,10 @@ class EfficientFormerV2(nn.Module):
         return self.forward_head(self.forward_features(x))
 
     @torch.no_grad()
-    def reparameterize(self) -> None:
-        """Merge the averaged heads and fold the final BatchNorm into them (the spatial mean commutes with it)."""
+    def reparameterize(self, layout: str = "nchw") -> None:
+        """Merge the averaged heads and fold the final BatchNorm into them (the spatial mean commutes with it);
+        take the spatial mean in the runtime's layout."""
+        self.pool_layout = layout
         if self.head_dist is None:
             return
         head = nn.Linear(self.num_features, self.num_classes)
