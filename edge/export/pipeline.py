@@ -330,7 +330,7 @@ def _deploy_check(loaded: LoadedModel, ctx: ExportContext, shared: dict[str, Any
     key = f"deploy_check/{ctx.layout}"
     if key not in shared:
         k = min(DEPLOY_CHECK_SAMPLES, len(shared["inputs"]))
-        dep_list = reference_outputs(ctx.model, shared["inputs"][:k])
+        dep_list = reference_outputs(loaded.deploy(ctx.layout), shared["inputs"][:k])
         shared[key] = {nm: numerics.compare(r[:k], d) for nm, r, d in zip(shared["output_names"], shared["ref"],
                                                                              dep_list)}
     return {"layout": ctx.layout, "outputs": shared[key]}
