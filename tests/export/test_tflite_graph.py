@@ -138,3 +138,21 @@ def test_nearest_resize_matches_pytorch(tmp_path, size, delegate) -> None:
     np.testing.assert_allclose(run(interp, x.numpy())[0], expected, rtol=1e-6, atol=1e-6)
     if size % 2:  # the converter's half-pixel rule picks other source pixels when the scale is not an integer
         assert np.abs(unfixed - expected).max() > 1e-2
+
+
+def test_nearest_exact_is_left_alone(tmp_path) -> None:
+    """``mode="nearest-exact"`` (half-pixel by definition) must keep its rule: the converter writes it as a gather,
+    so the rewrite finds no RESIZE_NEAREST_NEIGHBOR to change and the file still equals PyTorch."""
+    import litert_torch
+
+    class ExactGate(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            gate = torch.nn.functional.avg_pool2d(x, kernel_size=2, stride=2)
+            return torch.nn.functional.interpolate(gate, size=x.shape[-2:], mode="nearest-exact")
+
+    x = torch.randn(1, 3, 7, 7, generator=torch.Generator().manual_seed(7))
+    path = tmp_path / "exact.tflite"
+    litert_torch.convert(ExactGate().eval(), (x,)).export(str(path))
+    assert rewrite_in_place(path)["nearest_resizes_fixed"] == 0
+    interp, _ = ops_of(path, delegate=False)
+    np.testing.assert_allclose(run(interp, x.numpy())[0], ExactGate()(x).numpy(), rtol=1e-6, atol=1e-6)
