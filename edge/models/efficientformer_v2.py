@@ -212,22 +212,14 @@ def _nchw_heads(x: torch.Tensor, num_heads: int) -> torch.Tensor:
     return x.reshape(B, num_heads, C // num_heads, H * W)
 
 
-def _dense_bias(attn: nn.Module, mix: torch.Tensor | None = None) -> torch.Tensor:
-    """The gathered (h, N, M) attention bias, pushed through the talking head ``mix`` (weights (h, h)) if given."""
+def _dense_bias(attn: nn.Module, talking_head: nn.Conv2d | None = None) -> torch.Tensor:
+    """The gathered (h, N, M) attention bias, pushed through ``talking_head`` (a 1x1 conv over heads) if given."""
     bias = attn.attention_biases.detach()[:, attn.attention_bias_idxs]
-    if mix is None:
+    if talking_head is None:
         return bias.contiguous()
-    h = mix.shape[0]
-    return (torch.einsum("gh,hnm->gnm", mix.reshape(h, h), bias)
-            + attn.talking_head1.bias.detach().reshape(h, 1, 1)).contiguous()
-
-
-def _head_mixer(talking_head: nn.Conv2d, bias: bool) -> nn.Conv2d:
-    mix = nn.Conv2d(talking_head.in_channels, talking_head.out_channels, 1, bias=bias)
-    mix.weight.copy_(talking_head.weight)
-    if bias:
-        mix.bias.copy_(talking_head.bias)
-    return mix
+    h = bias.shape[0]
+    return (torch.einsum("gh,hnm->gnm", talking_head.weight.detach().reshape(h, h), bias)
+            + talking_head.bias.detach().reshape(h, 1, 1)).contiguous()
 
 
 class Attention2dNCHW(nn.Module):
@@ -241,9 +233,9 @@ class Attention2dNCHW(nn.Module):
         self.stride_conv, self.upsample = attn.stride_conv, attn.upsample
         self.q, self.k, self.v = _scaled(attn.q.conv, attn.scale), attn.k.conv, attn.v.conv
         self.v_local, self.act, self.proj = attn.v_local, attn.act, attn.proj
-        self.mix1 = _head_mixer(attn.talking_head1, bias=False)
-        self.mix2 = _head_mixer(attn.talking_head2, bias=True)
-        self.register_buffer("attention_bias", _dense_bias(attn, attn.talking_head1.weight.detach()))
+        self.register_buffer("attention_bias", _dense_bias(attn, attn.talking_head1))
+        self.mix1, self.mix2 = attn.talking_head1, attn.talking_head2
+        self.mix1.bias = None  # now inside attention_bias
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.stride_conv is not None:
@@ -285,7 +277,7 @@ class Attention2dNHWC(nn.Module):
         self.v, self.v_local, self.act = attn.v, attn.v_local, attn.act
         h = attn.num_heads
         w1 = attn.talking_head1.weight.detach().reshape(h, h)
-        self.register_buffer("attention_bias", _dense_bias(attn, w1))
+        self.register_buffer("attention_bias", _dense_bias(attn, attn.talking_head1))
         self.th1 = nn.Parameter(w1.clone())
         self.th2 = nn.Parameter(attn.talking_head2.weight.detach().reshape(h, h).clone())
         self.th2_bias = nn.Parameter(attn.talking_head2.bias.detach().reshape(1, h, 1, 1).clone())
