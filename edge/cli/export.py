@@ -34,7 +34,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--name", help="folder name for a file.py:factory network (default: the factory's name)")
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                    help="a zoo family option (repeatable); values are read as JSON when they parse")
-    p.add_argument("--opset", type=int, metavar="N", help="ONNX opset (default 18)")
+    from edge.export.targets.onnx import DEFAULT_OPSET  # numpy only: keeps `edge --help` fast
+
+    p.add_argument("--opset", type=int, metavar="N", help=f"ONNX opset (default {DEFAULT_OPSET})")
     p.add_argument("--channels-last", action="store_true", help="NHWC input (and NHWC spatial outputs)")
     p.add_argument("--image-input", action="store_true", help="Core ML: image input with mean/std folded in")
     p.add_argument("--class-labels", metavar="FILE", help="text file, one class label per line (Core ML metadata)")

@@ -11,7 +11,11 @@
   computes exactly PyTorch's index. (``mode="nearest-exact"`` is decomposed to a gather by the converter and never
   becomes this op.)
 
-The rewrites work on the flatbuffer's object API and touch nothing else.
+The rewrites work on the flatbuffer's object API and touch nothing else. Files are written back with each constant
+buffer of 16 bytes or more on a 16-byte boundary (flatbuffers' Python packer alone aligns bytes to 1).
+``share_repeated_vectors`` packs a finished file once more with identical vectors stored once: a per-channel
+quantized tensor carries one int64 zero point per channel, all 0 for symmetric weights, and these came to 8% of
+EfficientFormerV2-S0's int8 file (4.40 -> 4.03 MB).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
+import flatbuffers
 import numpy as np
 
 
@@ -137,16 +142,71 @@ REWRITES = {"transposes_folded": fold_transposes, "nearest_resizes_fixed": torch
 
 def rewrite(buf: bytes) -> tuple[bytes, dict[str, int]]:
     """(rewritten flatbuffer, count per rewrite); the input bytes come back unchanged when nothing applied."""
-    import flatbuffers
-    from ai_edge_litert import schema_py_generated as schema
-
-    model = schema.ModelT.InitFromPackedBuf(bytearray(buf), 0)  # writable: arrays are views of it
+    model = _unpack(buf)
     counts = {name: fn(model) for name, fn in REWRITES.items()}
     if not any(counts.values()):
         return buf, counts
-    builder = flatbuffers.Builder(len(buf) + 1024)
+    return _pack(model, _AligningBuilder(len(buf) + 1024)), counts
+
+
+def share_repeated_vectors(path: Path) -> dict[str, int]:
+    """Pack a .tflite file again with each repeated vector (zero points, shapes, equal constants) written once and
+    referenced from every table that holds it, as flatbuffers allows; return how many and the bytes saved."""
+    from edge._io import atomic_path
+
+    buf = path.read_bytes()
+    builder = _SharingBuilder(len(buf) + 1024)
+    out = _pack(_unpack(buf), builder)
+    saved = len(buf) - len(out)
+    if saved > 0:
+        with atomic_path(path) as tmp:
+            tmp.write_bytes(out)
+    return {"vectors_shared": builder.shared, "bytes_saved": max(saved, 0)}
+
+
+def _unpack(buf: bytes) -> object:
+    """The writable object tree of a flatbuffer, with buffers stored after it (offset / size, as
+    ai-edge-quantizer writes them) read back in, so that packing it again loses no data."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    model = schema.ModelT.InitFromPackedBuf(bytearray(buf), 0)  # writable: arrays are views of it
+    for b in model.buffers or []:
+        if b.offset > 1 and b.size:
+            b.data = np.frombuffer(buf, np.uint8, count=int(b.size), offset=int(b.offset)).copy()
+            b.offset = b.size = 0
+    return model
+
+
+def _pack(model: object, builder: object) -> bytes:
     builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
-    return bytes(builder.Output()), counts
+    return bytes(builder.Output())
+
+
+class _AligningBuilder(flatbuffers.Builder):
+    """Starts every byte vector of 16 bytes or more (constant buffers) on a 16-byte boundary."""
+
+    def CreateNumpyVector(self, x: np.ndarray) -> int:  # noqa: N802 - flatbuffers' name
+        if x.dtype == np.uint8 and x.size >= 16:
+            self.Prep(16, x.size)  # the data, written next, then ends on the boundary
+        return super().CreateNumpyVector(x)
+
+
+class _SharingBuilder(_AligningBuilder):
+    """Writes each distinct vector once; a repeat gets the first one's offset (flatbuffers references may point
+    to any object already written)."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__(size)
+        self.written: dict[tuple[str, bytes], int] = {}
+        self.shared = 0
+
+    def CreateNumpyVector(self, x: np.ndarray) -> int:  # noqa: N802 - flatbuffers' name
+        key = (x.dtype.str, x.tobytes())
+        if key in self.written:
+            self.shared += 1
+            return self.written[key]
+        self.written[key] = offset = super().CreateNumpyVector(x)
+        return offset
 
 
 def _drop_unused_tensors(model: object, index: int, sg: object) -> None:

@@ -43,7 +43,7 @@ from edge.export.quantize.calibration import (
     warn_unused_calibration,
 )
 from edge.export.quantize.fidelity import close_names, module_path_of_tflite_name
-from edge.export.tflite_graph import rewrite_in_place
+from edge.export.tflite_graph import rewrite_in_place, share_repeated_vectors
 
 if TYPE_CHECKING:
     import torch
@@ -136,6 +136,7 @@ def quantize(ctx: ExportContext) -> Path:
         artifact = report.pop("_artifact")
         final = Path(ctx.workdir) / ARTIFACT
         shutil.copyfile(artifact, final)
+        packing = share_repeated_vectors(final)  # same graph and numbers, fewer bytes
         io_q = io_quantization(final)
         if any(io_q["inputs"] + io_q["outputs"]):
             ctx.extras["io_quantization"] = io_q  # the gate quantizes inputs / dequantizes outputs with these
@@ -151,6 +152,7 @@ def quantize(ctx: ExportContext) -> Path:
             "kept_float_by_default": default_float_ops(graph, ctx.precision, engine),
             **report,
             "io_quantization": io_q,
+            "packing": packing,
             "recommended_runtime": recommended_runtime(ctx.precision),
             "warnings": ctx.extras.pop("quant_warnings", []),
         }
