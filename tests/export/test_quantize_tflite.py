@@ -93,6 +93,8 @@ def test_int8_is_full_integer_with_int8_io_recorded_for_the_gate(int8) -> None:
     assert report["passed"], report["failures"]
     q = ctx.extras["quantization"]
     assert q["engine"] == "aeq" and q["float_io"] is False and q["calibration"]["samples"] == 32
+    # per-channel zero points (one all-zero int64 vector per quantized weight) are written once per length
+    assert q["packing"]["vectors_shared"] > 0 and q["packing"]["bytes_saved"] > 0
     json.dumps(q)
 
 
