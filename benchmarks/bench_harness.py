@@ -11,8 +11,9 @@ For each zoo model's fp32 TFLite (LiteRT + XNNPACK, 1 thread, the harness's defa
 
     .venv/bin/python benchmarks/bench_harness.py [--models a,b] [--cache DIR] [--export]
 
-Artifacts are converted with litert_torch directly from ``edge.models.create(name, deploy=True)`` (weights
-do not change latency), or with ``--export`` through the export pipeline. They are cached in ``--cache``.
+Artifacts are converted with litert_torch directly from the zoo network's NHWC deploy form
+(``reparameterize_model(create(name), layout="nhwc")``, as edge's TFLite target converts it; weights do not change
+latency), or with ``--export`` through the export pipeline. They are cached in ``--cache``.
 """
 
 from __future__ import annotations
@@ -44,10 +45,10 @@ def tflite_for(name: str, cache: Path, use_export: bool) -> Path:
         import litert_torch
         import torch
 
-        from edge.models import create, get_info
+        from edge.models import create, get_info, reparameterize_model
 
         info = get_info(name)
-        model = create(name, deploy=True, calibrate=False).eval()
+        model = reparameterize_model(create(name, calibrate=False), layout="nhwc")
         x = torch.randn(1, *info.input_size)
         out.mkdir(parents=True, exist_ok=True)
         tmp = out / "model.tflite.tmp"

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import shutil
 import sys
 import time
 from datetime import UTC, datetime
@@ -49,6 +50,22 @@ def coreml_models() -> set[str]:
     return {zoo_name(c.subject) for c in load_claims() if c.metric == "ops" and c.target == "coreml"} - {None}
 
 
+def _load_sentence(run: dict) -> str:
+    """What the machine's load says about these timings, from the load measured around them."""
+    before, after = run.get("load_before"), run.get("load_after")
+    cores = os.cpu_count() or 1
+    if before is None or after is None:
+        load = "load average not recorded, so whether other jobs ran is unknown"
+    elif max(before, after) < cores:
+        load = f"1-minute load average {before} before / {after} after on {cores} cores: nothing else ran"
+    else:
+        load = (f"1-minute load average {before} before / {after} after on {cores} cores: the host was shared "
+                "with other jobs, so latencies are inflated")
+    return (load + ". Whole trials on this VM still land 4-15% apart (docs/harness-bench.md), so a verdict is "
+            "given only where the 95% interval lies on one side of the claim; otherwise it reads *too noisy to "
+            "tell here*.")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default=str(ROOT / "out" / "claims"))
@@ -74,6 +91,10 @@ def main(argv: list[str] | None = None) -> int:
     models = args.models.split(",") if args.models else needed_models()
     targets = [t for t in args.targets.split(",") if t]
     progress.info(f"models: {', '.join(models)}; targets: {', '.join(targets)}")
+    if not args.reuse and results.exists():
+        # The harness resumes a run whose artifact and settings match, so an unchanged file would keep the timings
+        # of an earlier run (another machine load) beside fresh ones. A new measurement starts from no trials.
+        shutil.rmtree(results)
     load_before = os.getloadavg() if hasattr(os, "getloadavg") else None
     t0 = time.time()
     failures: list[str] = []
@@ -145,11 +166,7 @@ def main(argv: list[str] | None = None) -> int:
         "on an iPhone 12 or an ARM phone stay *not measurable here*; relative claims are checked as ratios on this "
         "host and labelled with it, which says whether the ranking carries over to an x86 CPU, not whether the "
         "paper measured its phone correctly.",
-        f"- **Machine:** {platform.platform()}, Python {platform.python_version()}; load average "
-        + (f"{run['load_before']} before / {run['load_after']} after the measurements" if run.get("load_before")
-           else "n/a")
-        + " (this host is shared with other jobs, so latencies are inflated and noisy; a verdict is given only "
-        "where the 95% interval lies on one side of the claim, otherwise it reads *too noisy to tell here*).",
+        f"- **Machine:** {platform.platform()}, Python {platform.python_version()}; {_load_sentence(run)}",
         f"- **Plots:** `{os.path.relpath(out / 'report.html', ROOT)}` (written by the same run, not committed; "
         "`edge report out/claims` rebuilds it).",
     ]

@@ -30,7 +30,6 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 @dataclass
 class LoadedModel:
     name: str
-    model: nn.Module  # deploy form (BatchNorm folded, re-parameterized) for NCHW runtimes: what is converted
     reference: nn.Module  # the network as built / given, eval mode: what every artifact is compared with
     info: ModelInfo | None
     source: dict[str, Any]  # {"kind": "zoo"|"file"|"module", ...}: how to rebuild it
@@ -46,15 +45,21 @@ class LoadedModel:
     _by_layout: dict[str, nn.Module] = field(default_factory=dict, repr=False)
 
     def deploy(self, layout: str) -> nn.Module:
-        """The deploy form arranged for a runtime's memory layout (``edge.models.reparameterize_model``); made on
-        first use. Networks without layout-specific forms return ``model`` for every layout."""
+        """The deploy form (BatchNorm folded, re-parameterized) arranged for a runtime's memory layout
+        (``edge.models.reparameterize_model``): what is converted. Made on first use, so a TFLite-only export
+        never builds the NCHW form; networks without layout-specific forms share one for every layout."""
         from edge.models._layers import has_layout_forms
 
-        if layout == "nchw" or not has_layout_forms(self.reference):
-            return self.model
+        if not has_layout_forms(self.reference):
+            layout = "nchw"
         if layout not in self._by_layout:
             self._by_layout[layout] = _deploy(self.reference, layout)
         return self._by_layout[layout]
+
+    @property
+    def model(self) -> nn.Module:
+        """The deploy form for NCHW runtimes."""
+        return self.deploy("nchw")
 
     @property
     def family(self) -> str:
@@ -104,14 +109,13 @@ def _from_zoo(name: str, checkpoint: str | Path | None, options: dict[str, Any],
 
     info = get_info(name)  # unknown names raise with close-name suggestions
     reference = create(info.name, checkpoint=checkpoint, deploy=False, seed=seed, **options)
-    model = _deploy(reference)
     meta = getattr(reference, "edge_meta", {})
     ck = None
     if checkpoint is not None:
         ck = {"path": str(Path(checkpoint).resolve()), "sha256": sha256_path(checkpoint)}
     pp = info.preprocess
     return LoadedModel(
-        name=info.name, model=model, reference=reference, info=info,
+        name=info.name, reference=reference, info=info,
         source={"kind": "zoo", "name": info.name, "seed": seed, "deploy": True},
         checkpoint=ck, activations=meta.get("activations", ""), options=dict(options),
         mean=tuple(pp.mean), std=tuple(pp.std), crop_pct=pp.crop_pct, interpolation=pp.interpolation,
@@ -176,11 +180,10 @@ def _from_module(model: nn.Module, checkpoint: str | Path | None, name: str | No
         ck = {"path": str(Path(checkpoint).resolve()), "sha256": sha256_path(checkpoint)}
         activations = f"checkpoint {Path(checkpoint).name}"
     model.eval()
-    deploy = _deploy(model)
     meta = getattr(model, "edge_meta", {})
     mean = tuple(meta.get("mean", IMAGENET_MEAN))
     std = tuple(meta.get("std", IMAGENET_STD))
-    return LoadedModel(name=name, model=deploy, reference=model, info=None, source=source, checkpoint=ck,
+    return LoadedModel(name=name, reference=model, info=None, source=source, checkpoint=ck,
                        activations=activations,
                        mean=mean, std=std, default_img_size=int(meta.get("img_size", DEFAULT_IMG_SIZE)))
 
@@ -239,7 +242,7 @@ def probe(loaded: LoadedModel, example: torch.Tensor) -> list[torch.Tensor]:
     """Run the network once on the example; a failure is the user's --img-size (or network) problem."""
     try:
         with torch.no_grad():
-            out = loaded.model(example)
+            out = loaded.reference(example)  # the deploy forms are built only for the targets that need them
     except Exception as e:  # noqa: BLE001 - the network's own error, reported as bad input
         first = next((ln for ln in str(e).splitlines() if ln.strip()), type(e).__name__)
         raise EdgeError(
