@@ -151,3 +151,23 @@ def test_manifest_histogram_matches_the_file(which, request) -> None:
     assert m["total"] == sum(ops.values())
     assert m["layout"] == {"transpose": ops.get("TRANSPOSE", 0),
                            "reshape": sum(ops.get(k, 0) for k in ("RESHAPE", "SQUEEZE", "EXPAND_DIMS"))}
+
+
+def test_deploy_forms_are_built_only_for_the_layouts_asked_for(efv2_model) -> None:
+    """A TFLite-only export converts the NHWC form and never pays for the NCHW one (a copy and a fold)."""
+    import torch
+
+    from edge.export.loader import load
+
+    loaded = load(efv2_model, name=EFV2)
+    assert loaded._by_layout == {}  # noqa: SLF001 - the cache is what this test is about
+    nhwc = loaded.deploy("nhwc")
+    assert list(loaded._by_layout) == ["nhwc"]  # noqa: SLF001
+    assert loaded.deploy("nhwc") is nhwc and loaded.model is not nhwc and loaded.deploy("nchw") is loaded.model
+    x = torch.randn(2, 3, IMG, IMG, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        ref = loaded.reference(x)
+        for form in (nhwc, loaded.model):
+            torch.testing.assert_close(form(x), ref, rtol=1e-4, atol=1e-4)
+    plain = load(torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4)).eval(), name="plain")
+    assert plain.deploy("nhwc") is plain.model  # no layout-specific modules: one form serves every layout
