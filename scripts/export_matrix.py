@@ -95,7 +95,10 @@ def write_markdown(records: list[dict], doc: Path, command: str, started: str, w
         return "-" if v is None else format(v, fmt)
 
     cells = {(r["model"], r["precision"], r["target"]): r for r in records}
-    models = list(dict.fromkeys(r["model"] for r in records))
+    from edge.models import list_models
+
+    zoo = {name: i for i, name in enumerate(list_models())}  # zoo order, however the cells were (re)measured
+    models = sorted(dict.fromkeys(r["model"] for r in records), key=lambda m: (zoo.get(m, len(zoo)), m))
     precisions = list(dict.fromkeys(r["precision"] for r in records))
     ok = sum(r["status"] == "ok" for r in records)
     lines = [
