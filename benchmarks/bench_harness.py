@@ -101,9 +101,11 @@ def measure(name: str, path: Path, out: Path, runs: int, warmup: int, trials: in
     summary = rep.summaries[0]
     h, b = float(np.median(harness)), float(np.median(bare))
     lo, hi = summary["ci95_ms"]
+    sessions = np.array(harness + bare)  # each one a fresh interpreter on the same file
     return {"name": name, "median": summary["median_ms"], "ci": (lo, hi),
             "half_pct": summary["ci95_half_width_pct"], "p10": summary["p10_ms"], "harness": h, "bare": b,
-            "overhead_pct": 100.0 * (h - b) / b, "drift": summary["drift"]}
+            "overhead_pct": 100.0 * (h - b) / b, "drift": summary["drift"],
+            "session_spread_pct": 100.0 * float(np.ptp(sessions) / np.median(sessions))}
 
 
 def main() -> int:
@@ -195,8 +197,9 @@ def write_report(path: Path, rows: list[dict], failed: list, cost_ns: float, ver
             "",
         ]
     lines += [
-        "| model | median ms | 95% CI ms | CI ±% | p10 ms | harness ms | bare ms | overhead | loop cost | drift |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| model | median ms | 95% CI ms | CI ±% | p10 ms | harness ms | bare ms | overhead | loop cost "
+        "| session spread | drift |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         d = r["drift"]
@@ -204,20 +207,30 @@ def write_report(path: Path, rows: list[dict], failed: list, cost_ns: float, ver
         lines.append(f"| {r['name']} | {r['median']:.3f} | {r['ci'][0]:.3f}–{r['ci'][1]:.3f} | "
                      f"{r['half_pct']:.2f}{'' if r['half_pct'] <= 2 else ' ✗'} | {r['p10']:.3f} | {r['harness']:.3f} | "
                      f"{r['bare']:.3f} | {r['overhead_pct']:+.2f}%{'' if abs(r['overhead_pct']) <= 2 else ' ✗'} | "
-                     f"{r['cost_pct']:.4f}% | {flags} |")
+                     f"{r['cost_pct']:.4f}% | {r.get('session_spread_pct', float('nan')):.1f}% | {flags} |")
     lines += ["", f"CI goal met for {ok_ci} of {len(rows)} models; overhead goal met for {ok_ov} of {len(rows)}."]
     for name, why in failed:
         lines.append(f"- {name}: not measured ({why})")
     done = {r["name"] for r in rows} | {n for n, _ in failed}
     rest = [n for n in zoo if n not in done]
     if rest:
-        lines += ["", f"Not run in this pass (CPU time on a machine shared with other jobs): {', '.join(rest)}. "
+        lines += ["", f"Not run in this pass (to keep it to minutes): {', '.join(rest)}. "
                   "Run `benchmarks/bench_harness.py` without `--models` for every model."]
     miss = [r for r in rows if r["half_pct"] > 2.0 or abs(r["overhead_pct"]) > 2.0]
-    if miss:
-        lines += ["", "Where a goal is missed, the spread comes from the machine (other jobs on 2 shared cores move",
+    if miss and not load[0] <= ncpu:  # loaded, or load unknown
+        lines += ["", "Where a goal is missed, the spread comes from the machine (other jobs on shared cores move",
                   "latency between and within trials), not from the harness: the loop cost stays far below 0.1%.",
                   "More trials (`--trials 10`) or a quiet machine narrow the CI."]
+    elif miss:
+        spread = max((r.get("session_spread_pct", 0.0) for r in rows), default=0.0)
+        lines += ["", "Where a goal is missed on this otherwise idle machine, the spread is between sessions: the",
+                  "**session spread** column is (max - min) / median of the 10 fresh-interpreter medians taken for",
+                  f"the overhead columns (up to {spread:.0f}% here) for the same file and input. Each session's own",
+                  "runs agree closely (p10 near the median); which of two or three speeds a session gets changes from",
+                  "one interpreter to the next, pinned or not. The harness counts this on purpose (each trial is a",
+                  "fresh session, as an app launch is), so its CI narrows only as 1/sqrt(trials); the overhead columns",
+                  "compare medians of 5 sessions each and inherit the same spread. The loop cost, the overhead the",
+                  "harness adds by construction, stays far below 0.1%."]
     write_text(path, "\n".join(lines) + "\n\n" + HOW)
 
 
