@@ -61,9 +61,9 @@ def _load_sentence(run: dict) -> str:
     else:
         load = (f"1-minute load average {before} before / {after} after on {cores} cores: the host was shared "
                 "with other jobs, so latencies are inflated")
-    return (load + ". Whole trials on this VM still land 4-15% apart (docs/harness-bench.md), so a verdict is "
-            "given only where the 95% interval lies on one side of the claim; otherwise it reads *too noisy to "
-            "tell here*.")
+    return (load + ". Fresh sessions of the same file still land up to tens of percent apart on this VM, idle "
+            "or not (docs/harness-bench.md, 'session spread'), so a verdict is given only where the 95% interval "
+            "lies on one side of the claim; otherwise it reads *too noisy to tell here*.")
 
 
 def main(argv: list[str] | None = None) -> int:
