@@ -1,6 +1,6 @@
 """Quantization benchmark: fidelity, size and host latency of every integer mode against fp32, per family.
 
-For each model and target (ONNX, TFLite) the fp32 artifact is converted once with the export pipeline's own
+For each model and target (ONNX, TFLite, Core ML) the fp32 artifact is converted once with the export pipeline's own
 target adapter; every integer mode is then made from it with ``edge.export.quantize`` exactly as
 ``edge-export --int8`` would, and checked with the pipeline's numerics gate (same verification images). Per
 artifact it records output SQNR / top-1 agreement against PyTorch, file size, and host latency at 1 and 2
@@ -36,6 +36,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from edge._io import path_size  # noqa: E402 - after the repo root is on the path (a .mlpackage is a folder)
 
 DEFAULT_MODELS = ("ghostnet-1.0x", "mobilenetv3-large-1.0", "efficientformer-l1", "efficientformerv2-s0",
                   "mobileformer-26m")
@@ -84,6 +86,7 @@ def _tflite_call(path: Path, x: np.ndarray, threads: int):
 def interleaved_latency(items: list[dict[str, Any]], x: np.ndarray, runs: int) -> None:
     """Time every artifact of one model round-robin (one call each per round), so load from other jobs on this
     shared VM hits all of them alike; fills ``item["latency_ms"]`` with median / p10 / p90 at 1 and 2 threads."""
+    items = [it for it in items if it["target"] in ("onnx", "tflite")]  # Core ML runs only on macOS
     for threads in (1, 2):
         calls = []
         for it in items:
@@ -126,10 +129,13 @@ class Session:
 
     def ctx(self, target: str, precision: str, workdir: Path, quant: Any = None) -> Any:
         from edge.export.context import ExportContext, ExportOptions, QuantOptions
+        from edge.export.targets import TARGETS
 
         workdir.mkdir(parents=True, exist_ok=True)
         ld = self.loaded
-        return ExportContext(name=ld.name, model=ld.model, info=ld.info, example=self.shared["example"],
+        layout = TARGETS[target].layout  # the deploy form the pipeline converts for this target
+        return ExportContext(name=ld.name, model=ld.deploy(layout), layout=layout, info=ld.info,
+                             example=self.shared["example"],
                              img_size=self.img, target=target, precision=precision, workdir=workdir,
                              options=ExportOptions(quant=quant or QuantOptions()), mean=tuple(ld.mean),
                              std=tuple(ld.std), progress=self.progress, output_names=self.shared["output_names"],
@@ -209,8 +215,8 @@ def _add(s: Session, args: argparse.Namespace, items: list[dict[str, Any]], base
         return None
     qx = extras.get("quantization") or {}
     layers = qx.get("fidelity", {}).get("layers", {}).get("most_sensitive") or []
-    item = {**base, "kind": kind, "precision": precision, **extra, "path": path, "size_bytes": path.stat().st_size,
-            "size_ratio": round(path.stat().st_size / fp32.stat().st_size, 3), "seconds": round(secs, 1),
+    item = {**base, "kind": kind, "precision": precision, **extra, "path": path, "size_bytes": path_size(path),
+            "size_ratio": round(path_size(path) / path_size(fp32), 3), "seconds": round(secs, 1),
             "engine": qx.get("engine"), "most_sensitive": [(r["layer"], r.get("module"), r["loss_db"])
                                                            for r in layers[:5]],
             **s.gate(target, precision, path, extras)}
@@ -231,10 +237,13 @@ def run_model(name: str, args: argparse.Namespace) -> None:
             items: list[dict[str, Any]] = []
             base = {"model": name, "family": s.loaded.family, "target": target}
             fp32, secs = s.convert_fp32(target)
-            items.append({**base, "kind": "mode", "precision": "fp32", "path": fp32, "size_bytes": fp32.stat().st_size,
+            items.append({**base, "kind": "mode", "precision": "fp32", "path": fp32, "size_bytes": path_size(fp32),
                           "seconds": round(secs, 1), **s.gate(target, "fp32", fp32)})
+            from edge.export.quantize import supported
+
             for mode in args.modes:
-                _add(s, args, items, base, fp32, "mode", mode, mode)
+                if supported(target, mode):  # e.g. Core ML has no w8a16 / int8dyn (edge.export.quantize.WHY_NOT)
+                    _add(s, args, items, base, fp32, "mode", mode, mode)
             if target == "tflite" and args.engines:
                 for engine in ("aeq", "pt2e"):
                     qo = QuantOptions()
@@ -349,7 +358,8 @@ def render(results: Path, doc: Path) -> str:
            "", "Latency: host, median and 10th percentile (p10) of "
            f"{_runs(rows)} runs after warm-up, ms, at 1 and 2 threads (ONNX Runtime CPU EP; LiteRT with XNNPACK). "
            "This VM has 2 cores shared with other agents, so 2-thread numbers in particular are noisy: compare "
-           "p10s.", ""]
+           "p10s. Core ML rows have fidelity and size only: its runtime exists only on macOS, and its numbers come "
+           "from edge's MIL reference interpreter.", ""]
     out += ["## Fidelity and size per family", "",
             f"Goals: W8A8 (int8, w8a16, int8dyn) output SQNR >= 20 dB and top-1 agreement >= 90%; weight-only "
             f"(int8w) >= 30 dB; int8 files <= {GOAL_SIZE:.2f}x fp32.", "",
@@ -481,7 +491,7 @@ def _environment() -> dict[str, str]:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", default=",".join(DEFAULT_MODELS), help="comma-separated zoo names")
-    p.add_argument("--targets", default="onnx,tflite")
+    p.add_argument("--targets", default="onnx,tflite,coreml")
     p.add_argument("--modes", default=",".join(MODES))
     p.add_argument("--engines", action="store_true", help="TFLite int8: ai-edge-quantizer vs PT2E")
     p.add_argument("--onnx-formats", action="store_true", help="ONNX int8 layouts and ORT settings")
