@@ -207,7 +207,7 @@ def write_report(path: Path, rows: list[dict], failed: list, cost_ns: float, ver
         lines.append(f"| {r['name']} | {r['median']:.3f} | {r['ci'][0]:.3f}–{r['ci'][1]:.3f} | "
                      f"{r['half_pct']:.2f}{'' if r['half_pct'] <= 2 else ' ✗'} | {r['p10']:.3f} | {r['harness']:.3f} | "
                      f"{r['bare']:.3f} | {r['overhead_pct']:+.2f}%{'' if abs(r['overhead_pct']) <= 2 else ' ✗'} | "
-                     f"{r['cost_pct']:.4f}% | {r.get('session_spread_pct', float('nan')):.1f}% | {flags} |")
+                     f"{r['cost_pct']:.4f}% | {r['session_spread_pct']:.1f}% | {flags} |")
     lines += ["", f"CI goal met for {ok_ci} of {len(rows)} models; overhead goal met for {ok_ov} of {len(rows)}."]
     for name, why in failed:
         lines.append(f"- {name}: not measured ({why})")
@@ -222,7 +222,7 @@ def write_report(path: Path, rows: list[dict], failed: list, cost_ns: float, ver
                   "latency between and within trials), not from the harness: the loop cost stays far below 0.1%.",
                   "More trials (`--trials 10`) or a quiet machine narrow the CI."]
     elif miss:
-        spread = max((r.get("session_spread_pct", 0.0) for r in rows), default=0.0)
+        spread = max(r["session_spread_pct"] for r in rows)
         lines += ["", "Where a goal is missed on this otherwise idle machine, the spread is between sessions: the",
                   "**session spread** column is (max - min) / median of the 10 fresh-interpreter medians taken for",
                   f"the overhead columns (up to {spread:.0f}% here) for the same file and input. Each session's own",
