@@ -591,7 +591,8 @@ def write_doc(records: list[dict[str, Any]], doc: Path, meta: dict[str, Any]) ->
         + (" (**--quick**: fewer timed runs, so medians are less certain)" if meta.get("quick") else "") + ".",
         "",
         f"- Machine: {m['cpu']}, {m['cores']} logical cores, ISA {', '.join(m['isa']) or '?'} (no VNNI: int8 dot "
-        f"products go through AVX2), {m['os']}, Python {m['python']}.",
+        f"products go through AVX2), {m['os']}, Python {m['python']}. The same artifacts timed on a CPU with "
+        "VNNI and AMX: [fast-artifacts-other-cpu.md](fast-artifacts-other-cpu.md).",
         f"- Load average (1/5/15 min) at start {meta['load_start']}, at end {meta['load_end']}. "
         + ("**The machine was shared with other jobs** (load above its core count), so wall-clock latency is "
            "inflated and noisy. " if max(meta["load_start"][0], meta["load_end"][0]) > m["cores"] else

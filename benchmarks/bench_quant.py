@@ -247,7 +247,7 @@ def run_model(name: str, args: argparse.Namespace) -> None:
             if target == "tflite" and args.engines:
                 for engine in ("aeq", "pt2e"):
                     qo = QuantOptions()
-                    qo.engine = engine  # type: ignore[attr-defined]
+                    qo.engine = engine
                     _add(s, args, items, base, fp32, "engine", "int8", f"int8-{engine}", qo, engine=engine)
             if target == "onnx" and args.onnx_formats:
                 from edge.export.quantize.onnx import INT8_FORMATS

@@ -50,6 +50,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     q.add_argument("--keep-float", nargs="+", default=[], metavar="LAYER", help="layers to keep in float")
     q.add_argument("--auto-mixed", type=int, default=0, metavar="N", help="keep the N most sensitive layers in float")
     q.add_argument("--float-io", action="store_true", help="TFLite int8: keep float inputs and outputs")
+    q.add_argument("--engine", default="auto", choices=("auto", "aeq", "pt2e"),
+                   help="TFLite int8 (W8A8): ai-edge-quantizer (aeq) or litert-torch PT2E (default: auto, the "
+                        "measured choice per family)")
     q.add_argument("--eval", metavar="DIR", help="ImageFolder set: report top-1 of fp32 and the quantized artifact")
 
 
@@ -111,6 +114,7 @@ def run(args: argparse.Namespace) -> int:
         keep_float=tuple(args.keep_float),
         auto_mixed=args.auto_mixed,
         float_io=args.float_io,
+        engine=args.engine,
         eval_dir=Path(args.eval) if args.eval else None,
     )
     try:

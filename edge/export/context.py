@@ -33,6 +33,7 @@ class QuantOptions:
     keep_float: tuple[str, ...] = ()  # --keep-float LAYER...
     auto_mixed: int = 0  # --auto-mixed N
     float_io: bool = False  # --float-io (TFLite static int8 keeps float I/O)
+    engine: str = "auto"  # --engine auto|aeq|pt2e (TFLite W8A8: ai-edge-quantizer or litert-torch PT2E)
     eval_dir: Path | None = None  # --eval DIR
 
 

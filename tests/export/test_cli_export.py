@@ -73,7 +73,8 @@ def test_every_flag_reaches_the_python_api(monkeypatch, tmp_path) -> None:
     rc = main(["export", "ghostnet-1.0x", "--target", "tflite", "--int8", "--checkpoint", "w.pth", "--img-size", "160",
                "--out", str(tmp_path), "--opset", "19", "--channels-last", "--image-input", "--class-labels",
                str(labels), "--option", "width=1.3", "--calib", "imgs", "--calib-samples", "64", "--calib-method",
-               "percentile", "--keep-float", "blocks.0", "head", "--auto-mixed", "3", "--float-io", "--eval", "ev"])
+               "percentile", "--keep-float", "blocks.0", "head", "--auto-mixed", "3", "--float-io", "--engine", "pt2e",
+               "--eval", "ev"])
     assert rc == 0
     q = seen["quant"]
     assert (seen["model"], seen["target"], seen["precision"], seen["checkpoint"], seen["img_size"]) == (
@@ -81,8 +82,8 @@ def test_every_flag_reaches_the_python_api(monkeypatch, tmp_path) -> None:
     assert (seen["opset"], seen["channels_last"], seen["image_input"], seen["class_labels"]) == (19, True, True,
                                                                                                   ["a", "b"])
     assert seen["options"] == {"width": 1.3}
-    assert (q.calib_dir, q.calib_samples, q.calib_method, q.keep_float, q.auto_mixed, q.float_io, q.eval_dir) == (
-        Path("imgs"), 64, "percentile", ("blocks.0", "head"), 3, True, Path("ev"))
+    assert (q.calib_dir, q.calib_samples, q.calib_method, q.keep_float, q.auto_mixed, q.float_io, q.engine,
+            q.eval_dir) == (Path("imgs"), 64, "percentile", ("blocks.0", "head"), 3, True, "pt2e", Path("ev"))
 
 
 def test_help_lists_the_flags(capsys) -> None:
@@ -92,7 +93,7 @@ def test_help_lists_the_flags(capsys) -> None:
     for flag in ("--target", "--fp16", "--int8", "--int8-weights", "--int16-activations", "--checkpoint",
                  "--img-size", "--out", "--opset", "--channels-last", "--image-input", "--class-labels", "--json",
                  "--calib", "--calib-samples", "--calib-method", "--keep-float", "--auto-mixed", "--float-io",
-                 "--eval"):
+                 "--engine", "--eval"):
         assert flag in text, flag
 
 

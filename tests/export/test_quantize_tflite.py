@@ -37,10 +37,8 @@ def fp32(net, shared, tmp_path_factory) -> Path:
     return TARGETS["tflite"].convert(ctx)
 
 
-def _quantize(net, shared, fp32, tmp_path_factory, precision: str, engine: str | None = None, **quant):
+def _quantize(net, shared, fp32, tmp_path_factory, precision: str, **quant):
     q = QuantOptions(**quant)
-    if engine:
-        q.engine = engine  # type: ignore[attr-defined]
     ctx = make_ctx(net, "tflite", precision, tmp_path_factory.mktemp(f"tflite-{precision}"), shared, q,
                    float_artifact=fp32)
     return ctx, quantize(ctx)

@@ -182,7 +182,7 @@ def _how(precision: str) -> str:
 
 def choose_engine(ctx: ExportContext) -> str:
     """``aeq`` or ``pt2e`` for int8: the option if given, else the measured choice for the family."""
-    want = getattr(ctx.options.quant, "engine", None) or "auto"
+    want = ctx.options.quant.engine
     if ctx.precision != "int8":
         if want == "pt2e":
             raise EdgeError(f"the PT2E engine makes int8 (W8A8) only, not {ctx.precision}",
