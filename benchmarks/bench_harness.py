@@ -230,7 +230,8 @@ def write_report(path: Path, rows: list[dict], failed: list, cost_ns: float, ver
                   "one interpreter to the next, pinned or not. The harness counts this on purpose (each trial is a",
                   "fresh session, as an app launch is), so its CI narrows only as 1/sqrt(trials); the overhead columns",
                   "compare medians of 5 sessions each and inherit the same spread. The loop cost, the overhead the",
-                  "harness adds by construction, stays far below 0.1%."]
+                  "harness adds by construction, stays far below 0.1%. An idle 16-core Xeon shows the same session",
+                  "levels, pinned or not: [harness-bench-other-cpu.md](harness-bench-other-cpu.md)."]
     write_text(path, "\n".join(lines) + "\n\n" + HOW)
 
 

@@ -1,0 +1,83 @@
+"""Where does edge-bench's trial-to-trial spread come from: the session, or the machine?
+
+    python benchmarks/session_spread.py MODEL.tflite [MODEL.tflite ...] [--sessions 12] [--runs 50]
+
+Each trial of the harness is a fresh interpreter session. This script opens ``--sessions`` fresh LiteRT
+sessions (XNNPACK, 1 thread) per model, in turn unpinned and pinned to one core (``os.sched_setaffinity``),
+interleaved, and reports for each setting the spread of the session medians ((max - min) / median) against the
+spread inside a session (p90 / p10 of its runs). Session medians that differ far more than runs inside a session
+do mean that a fresh session lands at a different speed; pinning tests whether core placement is the cause.
+It imports only numpy and ai-edge-litert, so it runs on any machine the artifacts are copied to.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def session(path: str, runs: int, warmup: int) -> tuple[float, float]:
+    """Median ms of one fresh session, and its p90/p10 ratio."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    it = Interpreter(model_path=path, num_threads=1)
+    it.allocate_tensors()
+    for d in it.get_input_details():
+        it.set_tensor(d["index"], np.random.default_rng(0).standard_normal(d["shape"]).astype(d["dtype"]))
+    for _ in range(warmup):
+        it.invoke()
+    ts = []
+    for _ in range(runs):
+        t0 = time.perf_counter_ns()
+        it.invoke()
+        ts.append(time.perf_counter_ns() - t0)
+    ts_ms = np.asarray(ts) / 1e6
+    return float(np.median(ts_ms)), float(np.percentile(ts_ms, 90) / np.percentile(ts_ms, 10))
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("models", nargs="+")
+    ap.add_argument("--sessions", type=int, default=12)
+    ap.add_argument("--runs", type=int, default=50)
+    ap.add_argument("--warmup", type=int, default=10)
+    ap.add_argument("--core", type=int, default=None, help="core to pin to (default: the last one allowed)")
+    ap.add_argument("--json", help="write the results here")
+    args = ap.parse_args(argv)
+    allowed = sorted(os.sched_getaffinity(0))
+    core = args.core if args.core is not None else allowed[-1]
+    settings = {"unpinned": set(allowed), f"pinned to core {core}": {core}}
+    results = {}
+    for path in args.models:
+        medians: dict[str, list[float]] = {k: [] for k in settings}
+        inner: dict[str, list[float]] = {k: [] for k in settings}
+        for _ in range(args.sessions):
+            for label, cpus in settings.items():  # interleaved, so drift hits both alike
+                os.sched_setaffinity(0, cpus)
+                m, r = session(path, args.runs, args.warmup)
+                medians[label].append(m)
+                inner[label].append(r)
+        os.sched_setaffinity(0, set(allowed))
+        res = {}
+        for label in settings:
+            ms = np.asarray(medians[label])
+            res[label] = {"session_medians_ms": [round(v, 3) for v in ms],
+                          "session_spread_pct": round(100 * float(np.ptp(ms) / np.median(ms)), 1),
+                          "within_session_p90_p10": round(float(np.median(inner[label])), 3)}
+            print(f"{Path(path).parent.name or path}: {label}: session medians {np.min(ms):.2f}-{np.max(ms):.2f} ms "
+                  f"(spread {res[label]['session_spread_pct']}%), within a session p90/p10 "
+                  f"{res[label]['within_session_p90_p10']}", flush=True)
+        results[path] = res
+    if args.json:
+        Path(args.json).write_text(json.dumps({"cores": len(allowed), "results": results}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
