@@ -58,7 +58,12 @@ def tflite_for(name: str, cache: Path, use_export: bool) -> Path:
 
 
 def bare_trial(model: str, runs: int, warmup: int) -> float:
-    """The simplest honest loop: fresh interpreter, fixed input, time each invoke, median."""
+    """The simplest honest loop: fresh interpreter, fixed input, time each invoke, median (ms)."""
+    return float(np.median(bare_times(model, runs, warmup)))
+
+
+def bare_times(model: str, runs: int, warmup: int) -> list[float]:
+    """Every timed invoke (ms) of one fresh interpreter session, 1 thread, fixed input."""
     from ai_edge_litert.interpreter import Interpreter
 
     it = Interpreter(model_path=model, num_threads=1)
@@ -72,7 +77,7 @@ def bare_trial(model: str, runs: int, warmup: int) -> float:
         t0 = time.perf_counter_ns()
         it.invoke()
         ts.append(time.perf_counter_ns() - t0)
-    return float(np.median(ts)) / 1e6
+    return [t / 1e6 for t in ts]
 
 
 def loop_cost_ns() -> float:

@@ -16,28 +16,17 @@ import argparse
 import json
 import os
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_harness import bare_times  # noqa: E402
+
 
 def session(path: str, runs: int, warmup: int) -> tuple[float, float]:
     """Median ms of one fresh session, and its p90/p10 ratio."""
-    from ai_edge_litert.interpreter import Interpreter
-
-    it = Interpreter(model_path=path, num_threads=1)
-    it.allocate_tensors()
-    for d in it.get_input_details():
-        it.set_tensor(d["index"], np.random.default_rng(0).standard_normal(d["shape"]).astype(d["dtype"]))
-    for _ in range(warmup):
-        it.invoke()
-    ts = []
-    for _ in range(runs):
-        t0 = time.perf_counter_ns()
-        it.invoke()
-        ts.append(time.perf_counter_ns() - t0)
-    ts_ms = np.asarray(ts) / 1e6
+    ts_ms = np.asarray(bare_times(path, runs, warmup))
     return float(np.median(ts_ms)), float(np.percentile(ts_ms, 90) / np.percentile(ts_ms, 10))
 
 
