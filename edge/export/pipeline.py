@@ -224,6 +224,9 @@ def export(
                                    quant=quant or QuantOptions())
     if image_input and "coreml" not in targets:
         raise EdgeError("--image-input applies to Core ML only", "add --target coreml (or all)")
+    if export_options.quant.engine != "auto" and "tflite" not in targets:
+        raise EdgeError(f"--engine {export_options.quant.engine} applies to TFLite only",
+                        "add --target tflite (or all), or drop --engine")
     if image_input and channels_last:
         raise EdgeError("--image-input and --channels-last cannot be combined",
                         "an image input has no tensor layout; export the channels-last targets separately")

@@ -17,7 +17,7 @@ import torch
 
 from edge.cli import main
 from edge.errors import EdgeError, NumericsError
-from edge.export import export, verify
+from edge.export import QuantOptions, export, verify
 from edge.export.targets import TARGETS, ConversionError
 from tests.export.nets import tiny
 
@@ -266,6 +266,7 @@ def test_users_module_is_not_modified(tmp_path, monkeypatch) -> None:
     ({"target": "onnx", "opset": 12}, "--opset 12 is not available"),
     ({"target": "tensorrt"}, "unknown target 'tensorrt'"),
     ({"target": "onnx", "precision": "int4"}, "unknown precision 'int4'"),
+    ({"target": "onnx,coreml", "precision": "int8", "quant": QuantOptions(engine="pt2e")}, "applies to TFLite only"),
 ])
 def test_contradictory_options_are_refused_up_front(tmp_path, kw, match) -> None:
     with pytest.raises(EdgeError, match=match):
