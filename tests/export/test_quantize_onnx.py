@@ -234,3 +234,66 @@ def test_batched_weight_matmul_gets_per_tensor_weights(tmp_path) -> None:
         assert inits["w_int8"].dtype == np.int8 and inits["w_scale"].size == 1
         report = gate(ctx, path)  # runs in ORT (it raised before the fix)
         assert report["passed"], report["failures"]
+
+
+class ExpandingDepthwise(torch.nn.Module):
+    """Mobile-Former's expanding depthwise convolution (channel multiplier 3), between two ordinary convs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, 2, 1), torch.nn.ReLU())
+        self.expand = torch.nn.Sequential(torch.nn.Conv2d(8, 24, 3, 1, 1, groups=8), torch.nn.ReLU())
+        self.head = torch.nn.Linear(24, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.expand(self.stem(x)).mean((2, 3)))
+
+
+def _conv_groups(model: onnx.ModelProto) -> list[tuple[int, int]]:
+    """(group, output channels) of every Conv, read from its weight initializer (float or int8)."""
+    shapes = {i.name: list(i.dims) for i in model.graph.initializer}
+    producers = {o: n for n in model.graph.node for o in n.output}
+    out = []
+    for n in model.graph.node:
+        if n.op_type == "Conv":
+            w = n.input[1]
+            while w not in shapes and w in producers:  # QDQ: the weight comes through a DequantizeLinear
+                w = producers[w].input[0]
+            out.append((next((a.i for a in n.attribute if a.name == "group"), 1), shapes[w][0]))
+    return out
+
+
+def test_expanding_depthwise_conv_becomes_gather_and_depthwise(tmp_path) -> None:
+    """ORT's int8 kernels are fast for depthwise convs of multiplier 1 only: int8 rewrites a multiplier-k conv as
+    a channel-repeating Gather and a depthwise conv. The float graph is left alone, and the rewrite is exact."""
+    import onnxruntime as ort
+
+    from edge.export.quantize.onnx import expand_channel_multipliers
+
+    torch.manual_seed(0)
+    net = ExpandingDepthwise().eval()
+    shared = shared_for(net)
+    fp32 = TARGETS["onnx"].convert(make_ctx(net, "onnx", "fp32", tmp_path / "fp32", shared))
+    assert (8, 24) in _conv_groups(onnx.load(str(fp32)))
+
+    rewritten = tmp_path / "rewritten.onnx"
+    rewritten.write_bytes(fp32.read_bytes())
+    assert expand_channel_multipliers(rewritten) == 1
+    assert expand_channel_multipliers(rewritten) == 0  # nothing left to rewrite
+    x = shared["inputs"].numpy()
+
+    def run(path: Path) -> np.ndarray:
+        sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        return np.concatenate([sess.run(None, {sess.get_inputs()[0].name: xi[None]})[0] for xi in x])
+
+    np.testing.assert_array_equal(run(rewritten), run(fp32))
+    assert (24, 24) in _conv_groups(onnx.load(str(rewritten)))
+
+    ctx = make_ctx(net, "onnx", "int8", tmp_path / "int8", shared, float_artifact=fp32)
+    path = quantize(ctx)
+    assert ctx.extras["quantization"]["channel_multiplier_convs_expanded"] == 1
+    model = onnx.load(str(path))
+    assert (24, 24) in _conv_groups(model) and (8, 24) not in _conv_groups(model)
+    assert Counter(n.op_type for n in model.graph.node)["Gather"] == 1
+    report = gate(ctx, path)  # the rewritten int8 file runs in ORT and is checked like any other
+    assert report["outputs"]["logits"]["sqnr_db"] > 20, report
