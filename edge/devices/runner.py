@@ -195,6 +195,11 @@ ORT_TYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(d
              "tensor(bool)": "bool"}
 
 
+# The same list as edge.export.targets.onnx.ORT_DISABLED_OPTIMIZERS (this file runs on devices without edge's
+# export side): WeightBiasQuantization would quantize the layers an int8 export kept float, at load.
+ORT_DISABLED_OPTIMIZERS = ["WeightBiasQuantization"]
+
+
 def _ort_session(model: str, threads: int, delegate: str, profile_prefix: str | None = None) -> Any:
     import onnxruntime as ort
     provider = ORT_PROVIDERS.get(delegate)
@@ -215,7 +220,10 @@ def _ort_session(model: str, threads: int, delegate: str, profile_prefix: str | 
     if provider == "XnnpackExecutionProvider":
         providers[0] = (provider, {"intra_op_num_threads": str(threads)})
         so.intra_op_num_threads = 1
-    return ort.InferenceSession(model, so, providers=providers)
+    try:
+        return ort.InferenceSession(model, so, providers=providers, disabled_optimizers=ORT_DISABLED_OPTIMIZERS)
+    except TypeError:  # an onnxruntime older than the disabled_optimizers argument (1.9)
+        return ort.InferenceSession(model, so, providers=providers)
 
 
 def measure_onnxruntime(model: str, threads: int, runs: int, warmup: int, delegate: str | None,

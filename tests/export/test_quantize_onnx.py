@@ -292,8 +292,43 @@ def test_expanding_depthwise_conv_becomes_gather_and_depthwise(tmp_path) -> None
     ctx = make_ctx(net, "onnx", "int8", tmp_path / "int8", shared, float_artifact=fp32)
     path = quantize(ctx)
     assert ctx.extras["quantization"]["channel_multiplier_convs_expanded"] == 1
+    assert ctx.extras["quantization"]["onnxruntime_session"] is None  # nothing kept float: any session will do
     model = onnx.load(str(path))
     assert (24, 24) in _conv_groups(model) and (8, 24) not in _conv_groups(model)
     assert Counter(n.op_type for n in model.graph.node)["Gather"] == 1
     report = gate(ctx, path)  # the rewritten int8 file runs in ORT and is checked like any other
     assert report["outputs"]["logits"]["sqnr_db"] > 20, report
+
+
+class ThreeConvs(torch.nn.Module):
+    """conv -> conv -> conv: the middle one has int8 neighbours on both sides."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.first = torch.nn.Conv2d(3, 8, 3, 2, 1)
+        self.middle = torch.nn.Conv2d(8, 8, 3, 1, 1)
+        self.last = torch.nn.Conv2d(8, 16, 1)
+        self.head = torch.nn.Linear(16, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.last(self.middle(self.first(x))).mean((2, 3)))
+
+
+def test_kept_float_conv_runs_float_in_edges_ort_sessions(tmp_path) -> None:
+    """ORT's WeightBiasQuantization optimizer would quantize a kept-float Conv (stored DequantizeLinear -> Conv with
+    float weights -> QuantizeLinear) per tensor at load. edge's sessions turn it off, so the kept layer runs float:
+    the op profile of edge-bench's ORT runner shows one float Conv beside the QLinearConvs."""
+    from edge.devices.runner import measure
+
+    torch.manual_seed(0)
+    net = ThreeConvs().eval()
+    shared = shared_for(net)
+    fp32 = TARGETS["onnx"].convert(make_ctx(net, "onnx", "fp32", tmp_path / "fp32", shared))
+    ctx = make_ctx(net, "onnx", "int8", tmp_path / "int8", shared, QuantOptions(keep_float=("middle",)),
+                   float_artifact=fp32)
+    path = quantize(ctx)
+    q = ctx.extras["quantization"]
+    assert q["keep_float"] and q["onnxruntime_session"]["disabled_optimizers"] == ["WeightBiasQuantization"]
+    ops = Counter(r["op"] for r in measure(str(path), "onnxruntime", runs=2, warmup=1,
+                                           op_profile_dir=str(tmp_path))["op_profile"])
+    assert ops["QLinearConv"] == 2 and ops["Conv"] + ops["FusedConv"] == 1, ops

@@ -35,6 +35,7 @@ from edge.errors import EdgeError
 from edge.export.quantize import NO_CALIBRATION
 from edge.export.quantize.calibration import CalibrationSet, calibration_set, warn_unused_calibration
 from edge.export.quantize.fidelity import close_names
+from edge.export.targets.onnx import ORT_DISABLED_OPTIMIZERS
 
 if TYPE_CHECKING:
     import onnx
@@ -104,6 +105,10 @@ def quantize(ctx: ExportContext) -> Path:
             "keep_float": list(report.get("kept_float", excluded)),
             "kept_float_by_runtime": {"nodes": forced, "why": BATCHED_WHY} if forced else None,
             "channel_multiplier_convs_expanded": expanded,
+            # what a user's own ORT session needs so that the layers kept float run float (edge's sessions do this)
+            "onnxruntime_session": {"disabled_optimizers": ORT_DISABLED_OPTIMIZERS,
+                                    "why": "WeightBiasQuantization would quantize the kept-float layers at load"}
+            if report.get("kept_float", excluded) else None,
             **report,
             "recommended_runtime": recommended_runtime(ctx.precision),
             "warnings": ctx.extras.pop("quant_warnings", []),
@@ -349,7 +354,8 @@ def session(path: Path | bytes, threads: int = 1, optimize: bool = True):
     if not optimize:
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     src = path if isinstance(path, bytes) else str(path)
-    return ort.InferenceSession(src, so, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(src, so, providers=["CPUExecutionProvider"],
+                                disabled_optimizers=ORT_DISABLED_OPTIMIZERS)
 
 
 def module_map(path: Path) -> dict[str, str]:
