@@ -163,9 +163,10 @@ def expand_channel_multipliers(path: Path) -> int:
     outputs) with the same weights; return how many were rewritten. The two compute the same numbers.
 
     ONNX Runtime's QLinearConv has a fast x86 kernel for depthwise convolutions with multiplier 1 only; the others
-    take its generic grouped path. Mobile-Former's expanding depthwise convolutions (multiplier 2-6) made its int8
-    file 2.1x slower than fp32 (49.5 vs 23.8 ms, 1 thread); rewritten it runs in 23.0 ms, and the Gather stays
-    in uint8 (docs/fast-artifacts.md).
+    take its generic grouped path, 4x slower than the float kernel. Mobile-Former's expanding depthwise convolutions
+    (multiplier 2-6) made its int8 file run at 0.48x fp32's speed on the 2-core VM (1 thread); rewritten, 0.98x
+    there (docs/fast-artifacts.md) and 1.17x on a VNNI Xeon (docs/fast-artifacts-other-cpu.md). The Gather runs
+    on uint8.
     """
     import onnx
     from onnx import helper, numpy_helper

@@ -80,11 +80,11 @@ def _toposort(model: Any) -> Any:
     return model
 
 
-# ORT graph optimizers that edge's own sessions turn off. WeightBiasQuantization (ORT >= 1.20, optimization level
-# EXTENDED and above) quantizes the float weights of a Conv / MatMul that sits between DequantizeLinear and
-# QuantizeLinear per tensor at load, so a layer the quantizer kept float (--keep-float, --auto-mixed) would run
+# ORT graph optimizers that edge's own sessions turn off. WeightBiasQuantization (in ORT 1.31, at optimization level
+# EXTENDED and above; the default is ALL) quantizes, per tensor and at load, the float weights of a Conv that sits
+# between DequantizeLinear and QuantizeLinear, so a layer the quantizer kept float (--keep-float, --auto-mixed) ran
 # as int8 after all: 9 of 9 kept-float convolutions of Mobile-Former-294M did. Files without such layers run the
-# same either way. ORT accepts unknown names here, so older builds are unaffected.
+# same either way. ORT accepts unknown names here, so builds without that optimizer are unaffected.
 ORT_DISABLED_OPTIMIZERS = ["WeightBiasQuantization"]
 
 
