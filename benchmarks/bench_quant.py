@@ -228,6 +228,7 @@ def _add(s: Session, args: argparse.Namespace, items: list[dict[str, Any]], base
 
 def run_model(name: str, args: argparse.Namespace) -> None:
     from edge.export.context import QuantOptions
+    from edge.export.quantize import supported
 
     work = Path(tempfile.mkdtemp(prefix=f"bench-quant-{name}-"))
     try:
@@ -239,16 +240,13 @@ def run_model(name: str, args: argparse.Namespace) -> None:
             fp32, secs = s.convert_fp32(target)
             items.append({**base, "kind": "mode", "precision": "fp32", "path": fp32, "size_bytes": path_size(fp32),
                           "seconds": round(secs, 1), **s.gate(target, "fp32", fp32)})
-            from edge.export.quantize import supported
-
             for mode in args.modes:
                 if supported(target, mode):  # e.g. Core ML has no w8a16 / int8dyn (edge.export.quantize.WHY_NOT)
                     _add(s, args, items, base, fp32, "mode", mode, mode)
             if target == "tflite" and args.engines:
                 for engine in ("aeq", "pt2e"):
-                    qo = QuantOptions()
-                    qo.engine = engine
-                    _add(s, args, items, base, fp32, "engine", "int8", f"int8-{engine}", qo, engine=engine)
+                    _add(s, args, items, base, fp32, "engine", "int8", f"int8-{engine}", QuantOptions(engine=engine),
+                         engine=engine)
             if target == "onnx" and args.onnx_formats:
                 from edge.export.quantize.onnx import INT8_FORMATS
 

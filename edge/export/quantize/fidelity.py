@@ -182,7 +182,7 @@ def onnx_layer_sqnr(float_path: Path, quant_path: Path, xs: list[np.ndarray], gr
     import onnx
     from onnx import TensorProto
 
-    from edge.export.quantize.onnx import session
+    from edge.export.targets.onnx import session
 
     fmodel = onnx.shape_inference.infer_shapes(onnx.load(str(float_path)))
     values = list(fmodel.graph.value_info) + list(fmodel.graph.output)

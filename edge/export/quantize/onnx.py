@@ -345,20 +345,6 @@ def weight_only(model: onnx.ModelProto, exclude: Sequence[str] = (), only: Seque
 # Running and naming
 
 
-def session(path: Path | bytes, threads: int = 1, optimize: bool = True):
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    so.inter_op_num_threads = 1
-    so.log_severity_level = 3
-    if not optimize:
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    src = path if isinstance(path, bytes) else str(path)
-    return ort.InferenceSession(src, so, providers=["CPUExecutionProvider"],
-                                disabled_optimizers=ORT_DISABLED_OPTIMIZERS)
-
-
 def module_map(path: Path) -> dict[str, str]:
     """Output tensor name -> PyTorch module path, from the exporter's per-node metadata (dynamo exporter) or the
     node name (TorchScript exporter, ``/features/features.3/conv/Conv``)."""

@@ -88,6 +88,23 @@ def _toposort(model: Any) -> Any:
 ORT_DISABLED_OPTIMIZERS = ["WeightBiasQuantization"]
 
 
+def session(path: Path | bytes, threads: int | None = 1, optimize: bool = True):
+    """An ONNX Runtime CPU session as edge runs every ONNX file: ``threads`` None leaves ORT's default, and
+    ``optimize`` False runs the graph as stored (QDQ simulated, nothing fused)."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    if threads is not None:
+        so.intra_op_num_threads = threads
+        so.inter_op_num_threads = 1
+    so.log_severity_level = 3
+    if not optimize:
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    src = path if isinstance(path, bytes) else str(path)
+    return ort.InferenceSession(src, so, providers=["CPUExecutionProvider"],
+                                disabled_optimizers=ORT_DISABLED_OPTIMIZERS)
+
+
 class OnnxTarget(Target):
     name = "onnx"
     artifact_name = "model.onnx"
@@ -123,12 +140,7 @@ class OnnxTarget(Target):
         return path
 
     def runner(self, artifact: Path, io: dict[str, Any]) -> Runner:
-        import onnxruntime as ort
-
-        so = ort.SessionOptions()
-        so.log_severity_level = 3
-        sess = ort.InferenceSession(str(artifact), so, providers=["CPUExecutionProvider"],
-                                    disabled_optimizers=ORT_DISABLED_OPTIMIZERS)
+        sess = session(artifact, threads=None)
         in_names = [i.name for i in sess.get_inputs()]
         ins = io["inputs"]
         outs = io["outputs"]
