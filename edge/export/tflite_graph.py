@@ -1,4 +1,5 @@
-"""Graph rewrites on a converted .tflite flatbuffer: one for speed, one for correctness.
+"""Graph rewrites on a converted .tflite flatbuffer: for speed (fewer layout ops; int8 graphs that XNNPACK takes
+whole, see the section below) and for correctness (PyTorch's nearest resize).
 
 - Fewest layout ops (issue 6): litert-torch lowers ``a @ b.transpose(-1, -2)`` to a TRANSPOSE feeding
   BATCH_MATMUL, although BATCH_MATMUL can read its second operand transposed (``adj_y``), which LiteRT's reference
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import flatbuffers
 import numpy as np
@@ -137,13 +139,208 @@ def torch_nearest_resize(model: object) -> int:
     return changed
 
 
-REWRITES = {"transposes_folded": fold_transposes, "nearest_resizes_fixed": torch_nearest_resize}
+# --- int8 graphs that XNNPACK takes whole ---------------------------------------------------------------------
+# LiteRT's default XNNPACK delegate (ai-edge-litert 2.3.0) leaves some int8 ops to TFLite's own kernels, and every
+# such op splits the graph into one more delegate partition. Measured on the quantized zoo: int8 ADD / SUB whose
+# input / output scale ratio is below 2**-10 (residual branches behind a small layer scale, LayerNorm's eps),
+# MAXIMUM (Mobile-Former's dynamic ReLU), RSQRT, SQUARED_DIFFERENCE and AVERAGE_POOL_2D. The rewrites below give
+# each an equivalent form that XNNPACK takes. All but one give the same bits; the float AVERAGE_POOL_2D may round a
+# tie (an average exactly between two int8 steps) the other way.
+
+XNNPACK_MIN_ADD_SCALE_RATIO = 1.0 / 1000  # XNNPACK's bound is 2**-10 = 1/1024; the margin absorbs float rounding
+# ops whose int8 output scale is free (they requantize), and ops that pass their input's scale through unchanged
+_REQUANTIZING = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "ADD", "SUB", "MUL", "QUANTIZE", "BATCH_MATMUL",
+                 "MEAN", "SUM")
+_SCALE_PRESERVING = ("RESHAPE",)
+FLOAT_ISLAND_OPS = ("RSQRT", "SQUARED_DIFFERENCE", "AVERAGE_POOL_2D")
 
 
-def rewrite(buf: bytes) -> tuple[bytes, dict[str, int]]:
-    """(rewritten flatbuffer, count per rewrite); the input bytes come back unchanged when nothing applied."""
+def _codes(*names: str) -> set[int]:
+    from ai_edge_litert import schema_py_generated as schema
+
+    return {getattr(schema.BuiltinOperator, n) for n in names}
+
+
+def _opcode_index(model: object, name: str) -> int:
+    """Index of a builtin operator code in ``model``, appended (version 1) when the model has none yet."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    code = getattr(schema.BuiltinOperator, name)
+    for i, c in enumerate(model.operatorCodes):
+        if max(c.builtinCode, c.deprecatedBuiltinCode) == code and not c.customCode:
+            return i
+    oc = schema.OperatorCodeT()
+    oc.builtinCode, oc.deprecatedBuiltinCode, oc.version = code, min(code, 127), 1
+    model.operatorCodes.append(oc)
+    return len(model.operatorCodes) - 1
+
+
+def _new_tensor(sg: object, like: object, name: str, dtype: int | None = None,
+                quant: tuple[float, int] | None = None) -> int:
+    """Append an activation tensor shaped like ``like``; return its index."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    t = schema.TensorT()
+    t.shape = np.asarray(like.shape, np.int32)
+    if like.shapeSignature is not None:
+        t.shapeSignature = np.asarray(like.shapeSignature, np.int32)
+    t.type = like.type if dtype is None else dtype
+    t.name = name.encode()
+    if quant is not None:
+        q = schema.QuantizationParametersT()
+        q.scale, q.zeroPoint = np.asarray([quant[0]], np.float32), np.asarray([quant[1]], np.int64)
+        t.quantization = q
+    sg.tensors.append(t)
+    return len(sg.tensors) - 1
+
+
+def _new_op(model: object, name: str, inputs: list[int], outputs: list[int], options: object = None,
+            options_type: int = 0) -> object:
+    from ai_edge_litert import schema_py_generated as schema
+
+    op = schema.OperatorT()
+    op.opcodeIndex, op.inputs, op.outputs = _opcode_index(model, name), inputs, outputs
+    op.builtinOptions, op.builtinOptionsType = options, options_type
+    return op
+
+
+def _per_tensor(t: object) -> tuple[float, int] | None:
+    """(scale, zero point) of an int8 tensor quantized per tensor, else None."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    q = t.quantization
+    if t.type != schema.TensorType.INT8 or q is None or q.scale is None or len(q.scale) != 1:
+        return None
+    return float(q.scale[0]), int(q.zeroPoint[0]) if q.zeroPoint is not None and len(q.zeroPoint) else 0
+
+
+def raise_add_input_scales(model: object) -> int:
+    """Coarsen int8 ADD / SUB inputs whose scale is below 1/1000 of the output's; return how many.
+
+    Such an input's rounding error becomes at most 1/2000 of an output step, so the sum is unchanged (bar a
+    rounding tie). A constant is re-rounded to the new scale; an activation gets the new scale from the op that
+    requantizes it (through reshapes), when nothing else reads it.
+    """
+    op_code = _op_codes(model)
+    add_sub, requantizing, passing = _codes("ADD", "SUB"), _codes(*_REQUANTIZING), _codes(*_SCALE_PRESERVING)
+    raised = 0
+    for sg in model.subgraphs:
+        producer = {int(o): op for op in sg.operators for o in op.outputs}
+        readers = Counter(int(i) for op in sg.operators for i in op.inputs)
+        outputs = {int(o) for o in sg.outputs}
+
+        def sole(i: int, readers: Counter = readers, outputs: set = outputs, producer: dict = producer) -> bool:
+            return readers[i] == 1 and i not in outputs and i in producer
+
+        for op in sg.operators:
+            out_q = _per_tensor(sg.tensors[int(op.outputs[0])]) if op_code[op.opcodeIndex] in add_sub else None
+            if out_q is None:
+                continue
+            new_scale = np.float32(out_q[0] * XNNPACK_MIN_ADD_SCALE_RATIO)
+            for i in (int(x) for x in op.inputs):
+                t = sg.tensors[i]
+                q = _per_tensor(t)
+                if q is None or q[0] >= new_scale:
+                    continue
+                data = model.buffers[t.buffer].data if 0 < t.buffer < len(model.buffers) else None
+                if data is not None and len(data):
+                    real = (np.frombuffer(bytes(bytearray(data)), np.int8).astype(np.float64) - q[1]) * q[0]
+                    requant = np.clip(np.round(real / float(new_scale)) + q[1], -128, 127).astype(np.int8)
+                    model.buffers[t.buffer].data = requant.view(np.uint8)
+                    chain = [i]
+                else:
+                    chain = [i]
+                    while sole(chain[-1]) and op_code[producer[chain[-1]].opcodeIndex] in passing:
+                        chain.append(int(producer[chain[-1]].inputs[0]))
+                    if not (sole(chain[-1]) and op_code[producer[chain[-1]].opcodeIndex] in requantizing):
+                        continue
+                for c in chain:
+                    sg.tensors[c].quantization.scale = np.asarray([new_scale], np.float32)
+                raised += 1
+    return raised
+
+
+def maximum_as_sub_add(model: object) -> int:
+    """Write each int8 ``MAXIMUM(u, v)`` as ``ADD(v, SUB(u, v) with fused ReLU)``; return how many.
+
+    When u, v and the output share one scale s and zero point (as the quantizer writes them), u - v is an integer
+    count of steps in [-255, 255] and its ReLU fits int8 exactly at scale s with zero point -128, so both ops are
+    exact: the same bits, computed by two element-wise ops that XNNPACK takes.
+    """
+    from ai_edge_litert import schema_py_generated as schema
+
+    op_code = _op_codes(model)
+    (maximum,) = _codes("MAXIMUM")
+    changed = 0
+    for sg in model.subgraphs:
+        ops = []
+        for op in sg.operators:
+            qs = [_per_tensor(sg.tensors[int(i)]) for i in (*op.inputs, *op.outputs)]
+            if (op_code[op.opcodeIndex] != maximum or len(op.inputs) != 2 or None in qs or len(set(qs)) != 1
+                    or list(sg.tensors[int(op.inputs[0])].shape) != list(sg.tensors[int(op.outputs[0])].shape)
+                    or list(sg.tensors[int(op.inputs[1])].shape) != list(sg.tensors[int(op.outputs[0])].shape)):
+                ops.append(op)
+                continue
+            u, v, y = (int(i) for i in (*op.inputs, *op.outputs))
+            out = sg.tensors[y]
+            diff = _new_tensor(sg, out, f"{out.name.decode()}/relu_u_minus_v", quant=(qs[0][0], -128))
+            sub_opts, add_opts = schema.SubOptionsT(), schema.AddOptionsT()
+            sub_opts.fusedActivationFunction = schema.ActivationFunctionType.RELU
+            ops.append(_new_op(model, "SUB", [u, v], [diff], sub_opts, schema.BuiltinOptions.SubOptions))
+            ops.append(_new_op(model, "ADD", [v, diff], [y], add_opts, schema.BuiltinOptions.AddOptions))
+            changed += 1
+        sg.operators = ops
+    return changed
+
+
+def float_islands(model: object, ops: tuple[str, ...] = FLOAT_ISLAND_OPS) -> int:
+    """Run each int8 op of ``ops`` as DEQUANTIZE -> the op in float -> QUANTIZE; return how many.
+
+    XNNPACK takes the three float ops, so the island stays inside the delegate instead of splitting it. RSQRT and
+    SQUARED_DIFFERENCE give the same bits as TFLite's int8 kernels; AVERAGE_POOL_2D's int8 kernel divides an
+    integer sum, so at a tie the float island may round one step the other way.
+    """
+    from ai_edge_litert import schema_py_generated as schema
+
+    op_code = _op_codes(model)
+    island = _codes(*ops)
+    changed = 0
+    for sg in model.subgraphs:
+        ops = []
+        for op in sg.operators:
+            ins = [int(i) for i in op.inputs]
+            if (op_code[op.opcodeIndex] not in island or len(op.outputs) != 1
+                    or any(_per_tensor(sg.tensors[i]) is None for i in (*ins, int(op.outputs[0])))):
+                ops.append(op)
+                continue
+            new_inputs = []
+            for i in ins:
+                t = sg.tensors[i]
+                f = _new_tensor(sg, t, f"{t.name.decode()}/float", dtype=schema.TensorType.FLOAT32)
+                ops.append(_new_op(model, "DEQUANTIZE", [i], [f]))
+                new_inputs.append(f)
+            y = int(op.outputs[0])
+            yf = _new_tensor(sg, sg.tensors[y], f"{sg.tensors[y].name.decode()}/float", dtype=schema.TensorType.FLOAT32)
+            op.inputs, op.outputs = new_inputs, [yf]
+            ops.append(op)
+            ops.append(_new_op(model, "QUANTIZE", [yf], [y]))
+            changed += 1
+        sg.operators = ops
+    return changed
+
+
+REWRITES = {"transposes_folded": fold_transposes, "nearest_resizes_fixed": torch_nearest_resize,
+            "add_input_scales_raised": raise_add_input_scales, "maximums_as_sub_add": maximum_as_sub_add,
+            "float_islands": float_islands}
+
+
+def rewrite(buf: bytes, rewrites: dict[str, Any] | None = None) -> tuple[bytes, dict[str, int]]:
+    """(rewritten flatbuffer, count per rewrite); the input bytes come back unchanged when nothing applied.
+
+    rewrites: name -> function of the model tree; default ``REWRITES``, all of them.
+    """
     model = _unpack(buf)
-    counts = {name: fn(model) for name, fn in REWRITES.items()}
+    counts = {name: fn(model) for name, fn in (REWRITES if rewrites is None else rewrites).items()}
     if not any(counts.values()):
         return buf, counts
     return _pack(model, _AligningBuilder(len(buf) + 1024)), counts

@@ -114,7 +114,9 @@ def test_efficientformerv2_transposes_within_goal(efv2) -> None:
     attentions = 2 * get_info(EFV2).builder_kwargs["num_vit"] + 1
     assert t == attentions + 1, f"{t} TRANSPOSE: expected one per attention ({attentions}) plus the input's"
     # each attention's key transpose went into its BATCH_MATMUL, and the manifest says so
-    assert efv2.manifest["ops"]["graph_rewrites"] == {"transposes_folded": attentions, "nearest_resizes_fixed": 0}
+    rewrites = efv2.manifest["ops"]["graph_rewrites"]
+    assert rewrites["transposes_folded"] == attentions
+    assert sum(rewrites.values()) == attentions  # the int8-only rewrites find nothing in a float graph
     assert efv2.manifest["numerics"]["passed"]
 
 

@@ -18,6 +18,7 @@ from edge.export.context import QuantOptions
 from edge.export.quantize import quantize
 from edge.export.quantize.tflite import FLOAT_OPS
 from edge.export.targets import TARGETS
+from edge.export.tflite_graph import FLOAT_ISLAND_OPS
 from tests.export.quantize_nets import calibrated_tiny, gate, make_ctx, shared_for
 
 
@@ -61,8 +62,9 @@ def _graph(path: Path) -> tuple[Counter, Counter, list[dict], list[dict]]:
 
 
 def _chosen_float(float_ops: Counter) -> int:
-    """Float ops beyond the op types W8A8 keeps float by default (FLOAT_OPS): those someone chose."""
-    return sum(n for name, n in float_ops.items() if name not in FLOAT_OPS)
+    """Float ops beyond the op types W8A8 keeps float by default (FLOAT_OPS) and the int8 ops edge runs as float
+    islands inside XNNPACK (FLOAT_ISLAND_OPS, int8 in and out): those someone chose."""
+    return sum(n for name, n in float_ops.items() if name not in (*FLOAT_OPS, *FLOAT_ISLAND_OPS))
 
 
 @pytest.fixture(scope="module")
@@ -76,6 +78,8 @@ def test_int8_is_full_integer_with_int8_io_recorded_for_the_gate(int8) -> None:
     # integer end to end, except the one module --auto-mixed 1 chose to keep float and the attention op types
     # W8A8 keeps float by default (each of them, and the manifest says which and why)
     assert _chosen_float(by_type) == len(ctx.extras["quantization"]["keep_float"]) >= 1
+    islands = sum(by_type[op] for op in FLOAT_ISLAND_OPS)
+    assert islands == ctx.extras["graph_rewrites"]["float_islands"] >= 1  # TinyNet's LayerNorm: RSQRT, ...
     assert "HARD_SWISH" in ops and "SOFTMAX" in ops and "BATCH_MATMUL" in ops
     default = ctx.extras["quantization"]["kept_float_by_default"]
     assert set(default["op_types"]) == {op for op in FLOAT_OPS if ops[op]} and "softmax" in default["why"]

@@ -135,6 +135,10 @@ def quantize(ctx: ExportContext) -> Path:
             rebuild=lambda exclude: build(exclude, tmp / f"{engine}{len(exclude)}.tflite"),
             excluded=excluded, layer_fn=layer_fn, layer_input=fidelity.io_layout(ctx))
         artifact = report.pop("_artifact")
+        if engine == "aeq":  # the float graph's rewrites, then the quantized graph's
+            done = ranges.get("rewrites", {}).get(str(artifact), {})
+            before = ctx.extras.get("graph_rewrites") or {}
+            ctx.extras["graph_rewrites"] = {k: before.get(k, 0) + done.get(k, 0) for k in {**before, **done}}
         final = Path(ctx.workdir) / ARTIFACT
         shutil.copyfile(artifact, final)
         packing = share_repeated_vectors(final)  # same graph and numbers, fewer bytes
@@ -240,7 +244,11 @@ def io_quantization(path: Path) -> dict[str, list[dict[str, Any]]]:
 def aeq_quantize(precision: str, float_path: Path, out: Path, calib: CalibrationSet | None, method: str = "minmax",
                  exclude: Sequence[str] = (), float_io: bool = False, nhwc: bool = False,
                  cache: dict[str, Any] | None = None) -> Path:
-    """One ai-edge-quantizer recipe on a float .tflite; ``exclude`` lists op output-tensor names kept float."""
+    """One ai-edge-quantizer recipe on a float .tflite; ``exclude`` lists op output-tensor names kept float.
+
+    The result gets ``tflite_graph``'s rewrites (the int8 ones let XNNPACK take the whole graph); their counts go
+    to ``cache["rewrites"][str(out)]``.
+    """
     from ai_edge_quantizer import quantizer, recipe
 
     qt = quantizer.Quantizer(str(float_path), getattr(recipe, RECIPES[precision])())
@@ -267,6 +275,9 @@ def aeq_quantize(precision: str, float_path: Path, out: Path, calib: Calibration
         warnings.simplefilter("ignore")
         result = qt.quantize(qsv, enable_progress_report=False)
     out.write_bytes(bytes(result.quantized_model))
+    counts = rewrite_in_place(out)
+    if cache is not None:
+        cache.setdefault("rewrites", {})[str(out)] = counts
     return out
 
 
