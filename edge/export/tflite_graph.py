@@ -194,6 +194,18 @@ def _new_tensor(sg: object, like: object, name: str, dtype: int | None = None,
     return len(sg.tensors) - 1
 
 
+def _const_like(model: object, sg: object, like: object, data: np.ndarray, quant: tuple[float, int]) -> int:
+    """Append a constant int8 tensor shaped like ``like`` holding ``data`` (its own buffer); return its index."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    buffer = schema.BufferT()
+    buffer.data = np.ascontiguousarray(data, np.int8).view(np.uint8)
+    model.buffers.append(buffer)
+    index = _new_tensor(sg, like, f"{like.name.decode()}/rescaled", quant=quant)
+    sg.tensors[index].buffer = len(model.buffers) - 1
+    return index
+
+
 def _new_op(model: object, name: str, inputs: list[int], outputs: list[int], options: object = None,
             options_type: int = 0) -> object:
     from ai_edge_litert import schema_py_generated as schema
@@ -218,8 +230,8 @@ def raise_add_input_scales(model: object) -> int:
     """Coarsen int8 ADD / SUB inputs whose scale is below 1/1000 of the output's; return how many.
 
     Such an input's rounding error becomes at most 1/2000 of an output step, so the sum is unchanged (bar a
-    rounding tie). A constant is re-rounded to the new scale; an activation gets the new scale from the op that
-    requantizes it (through reshapes), when nothing else reads it.
+    rounding tie). A constant is re-rounded to the new scale in a copy of its own; an activation gets the new scale
+    from the op that requantizes it (through reshapes), when nothing else reads it.
     """
     op_code = _op_codes(model)
     add_sub, requantizing, passing = _codes("ADD", "SUB"), _codes(*_REQUANTIZING), _codes(*_SCALE_PRESERVING)
@@ -237,17 +249,18 @@ def raise_add_input_scales(model: object) -> int:
             if out_q is None:
                 continue
             new_scale = np.float32(out_q[0] * XNNPACK_MIN_ADD_SCALE_RATIO)
-            for i in (int(x) for x in op.inputs):
+            for k, i in enumerate(int(x) for x in op.inputs):
                 t = sg.tensors[i]
                 q = _per_tensor(t)
                 if q is None or q[0] >= new_scale:
                     continue
                 data = model.buffers[t.buffer].data if 0 < t.buffer < len(model.buffers) else None
                 if data is not None and len(data):
+                    # a copy for this op alone: converters share constants (one eps for every LayerNorm)
                     real = (np.frombuffer(bytes(bytearray(data)), np.int8).astype(np.float64) - q[1]) * q[0]
                     requant = np.clip(np.round(real / float(new_scale)) + q[1], -128, 127).astype(np.int8)
-                    model.buffers[t.buffer].data = requant.view(np.uint8)
-                    chain = [i]
+                    chain = [_const_like(model, sg, t, requant, (float(new_scale), q[1]))]
+                    op.inputs[k] = chain[0]
                 else:
                     chain = [i]
                     while sole(chain[-1]) and op_code[producer[chain[-1]].opcodeIndex] in passing:
