@@ -300,6 +300,62 @@ def test_expanding_depthwise_conv_becomes_gather_and_depthwise(tmp_path) -> None
     assert report["outputs"]["logits"]["sqnr_db"] > 20, report
 
 
+class SqueezeExcite(torch.nn.Module):
+    """GhostNet / MobileNetV3's squeeze-excite pooling (a mean over H and W, kept 4-D), and a mean over the token
+    axis of a 3-D tensor, which has the same axes once counted from the end and must stay a ReduceMean."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = torch.nn.Sequential(torch.nn.Conv2d(3, 16, 3, 2, 1), torch.nn.ReLU())
+        self.reduce = torch.nn.Conv2d(16, 4, 1)
+        self.expand = torch.nn.Conv2d(4, 16, 1)
+        self.head = torch.nn.Linear(16, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        x = x * torch.sigmoid(self.expand(torch.relu(self.reduce(x.mean((2, 3), keepdim=True)))))
+        tokens = x.flatten(2).transpose(1, 2)  # [B, HW, C]
+        return self.head(tokens.mean((-2,), keepdim=True).flatten(1))
+
+
+def test_spatial_mean_becomes_global_average_pool_in_int8(tmp_path) -> None:
+    """ORT quantizes GlobalAveragePool (QLinearGlobalAveragePool) but not ReduceMean: int8 rewrites the spatial
+    mean, exactly, and leaves the token mean alone."""
+    import onnxruntime as ort
+
+    from edge.export.quantize.onnx import spatial_means_as_global_pool
+
+    torch.manual_seed(0)
+    net = SqueezeExcite().eval()
+    shared = shared_for(net)
+    fp32 = TARGETS["onnx"].convert(make_ctx(net, "onnx", "fp32", tmp_path / "fp32", shared))
+    assert Counter(n.op_type for n in onnx.load(str(fp32)).graph.node)["ReduceMean"] == 2
+    rewritten = tmp_path / "rewritten.onnx"
+    rewritten.write_bytes(fp32.read_bytes())
+    assert spatial_means_as_global_pool(rewritten) == 1
+    ops = Counter(n.op_type for n in onnx.load(str(rewritten)).graph.node)
+    assert ops["GlobalAveragePool"] == 1 and ops["ReduceMean"] == 1
+    x = shared["inputs"].numpy()
+
+    def run(path: Path) -> np.ndarray:
+        sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        return np.concatenate([sess.run(None, {sess.get_inputs()[0].name: xi[None]})[0] for xi in x])
+
+    np.testing.assert_allclose(run(rewritten), run(fp32), rtol=1e-5, atol=1e-6)  # float summation order only
+
+    ctx = make_ctx(net, "onnx", "int8", tmp_path / "int8", shared, float_artifact=fp32)
+    path = quantize(ctx)
+    assert ctx.extras["quantization"]["spatial_means_as_global_pool"] == 1
+    graph = onnx.load(str(path)).graph
+    producer = {o: n for n in graph.node for o in n.output}
+    readers = {i: n for n in graph.node for i in n.input}
+    (pool,) = [n for n in graph.node if n.op_type == "GlobalAveragePool"]
+    # quantized: int8 in and out (QDQ), which ORT fuses into QLinearGlobalAveragePool
+    assert producer[pool.input[0]].op_type == "DequantizeLinear" and readers[pool.output[0]].op_type == "QuantizeLinear"
+    report = gate(ctx, path)
+    assert report["outputs"]["logits"]["sqnr_db"] > 20, report
+
+
 class ThreeConvs(torch.nn.Module):
     """conv -> conv -> conv: the middle one has int8 neighbours on both sides."""
 
