@@ -325,7 +325,7 @@ def float_islands(model: object, ops: tuple[str, ...] = FLOAT_ISLAND_OPS) -> int
         ops = []
         for op in sg.operators:
             ins = [int(i) for i in op.inputs]
-            if (op_code[op.opcodeIndex] not in island or len(op.outputs) != 1
+            if (op_code[op.opcodeIndex] not in island or len(op.outputs) != 1 or min(ins, default=-1) < 0
                     or any(_per_tensor(sg.tensors[i]) is None for i in (*ins, int(op.outputs[0])))):
                 ops.append(op)
                 continue
