@@ -196,6 +196,8 @@ def _check_full_delegation(m: Any, dev_id: str) -> None:
     if cov.get("full") is False or (cov.get("total") is not None and (cov.get("delegated") or 0) < cov["total"]):
         d, t = cov.get("delegated"), cov.get("total")
         what = f"took {d} of {t} nodes; {t - d} fall back to the CPU" if t is not None else "is not fully delegated"
+        if cov.get("fallback_ops"):
+            what += " (" + ", ".join(f"{op} x{n}" for op, n in cov["fallback_ops"].items()) + ")"
         raise EdgeError(f"--require-full-delegation: {m.delegate} on {dev_id} {what}",
                         "see the op profile (--op-profile) for the ops that fell back")
 

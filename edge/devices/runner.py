@@ -124,12 +124,13 @@ def _time_loop(call: Any, runs: int, warmup: int) -> tuple[list[float], float]:
 
 # ------------------------------------------------------------------------------------------------ LiteRT
 def _litert_coverage(interp: Any) -> dict[str, Any] | None:
-    """Nodes the delegate took: walk back from each DELEGATE node's outputs to its inputs."""
+    """Nodes the delegate took: walk back from each DELEGATE node's outputs to its inputs. ``fallback_ops`` counts
+    the op types left to the CPU kernels, which is what a user changes to get full delegation."""
     ops = interp._get_ops_details()
     delegates = [o for o in ops if o["op_name"] == "DELEGATE"]
     original = [o for o in ops if o["op_name"] != "DELEGATE"]
     if not delegates:
-        return {"delegated": 0, "total": len(original)}
+        return {"delegated": 0, "total": len(original), "fallback_ops": _op_counts(original)}
     producer = {int(t): o["index"] for o in original for t in o["outputs"]}
     by_index = {o["index"]: o for o in original}
     taken: set[int] = set()
@@ -146,7 +147,15 @@ def _litert_coverage(interp: Any) -> dict[str, Any] | None:
             if node not in taken:
                 taken.add(node)
                 stack.extend(int(x) for x in by_index[node]["inputs"] if int(x) >= 0)
-    return {"delegated": len(taken), "total": len(original), "partitions": len(delegates)}
+    return {"delegated": len(taken), "total": len(original), "partitions": len(delegates),
+            "fallback_ops": _op_counts([o for o in original if o["index"] not in taken])}
+
+
+def _op_counts(ops: list[dict[str, Any]]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for o in ops:
+        counts[o["op_name"]] = counts.get(o["op_name"], 0) + 1
+    return dict(sorted(counts.items()))
 
 
 def measure_litert(model: str, threads: int, runs: int, warmup: int, delegate: str | None,

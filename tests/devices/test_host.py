@@ -49,11 +49,12 @@ def test_litert_delegate_coverage_matches_the_graph(tiny_models):
     r = measure(str(tiny_models["tflite"]), runs=2, warmup=0)
     assert r["delegate_coverage"]["total"] == len(ops)
     assert r["delegate_coverage"]["delegated"] == len(ops) - ops.count("CUMSUM")
+    assert r["delegate_coverage"]["fallback_ops"] == {"CUMSUM": ops.count("CUMSUM")}
     assert measure(str(tiny_models["tflite"]), runs=2, warmup=0, delegate="cpu")["delegate_coverage"] is None
 
 
 def test_require_full_delegation_on_host(tiny_models, tmp_path):
-    with pytest.raises(EdgeError, match="xnnpack on host took 5 of 6 nodes; 1 fall back to the CPU"):
+    with pytest.raises(EdgeError, match=r"xnnpack on host took 5 of 6 nodes; 1 fall back to the CPU \(CUMSUM x1\)"):
         bench(tiny_models["tflite"], "host", runs=2, warmup=0, trials=1, out=tmp_path / "a",
               require_full_delegation=True)
     # ONNX Runtime's CPU provider runs every node; its coverage comes from the op profile

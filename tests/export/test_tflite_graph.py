@@ -237,21 +237,12 @@ class XnnpackSplitters(torch.nn.Module):
         return self.head(self.norm(x.mean((2, 3))))
 
 
-def xnnpack_leftovers(path: Path) -> list[str]:
-    """Ops outside the default XNNPACK delegate: walk back from each DELEGATE node's outputs to its inputs."""
+def xnnpack_leftovers(path: Path) -> dict[str, int]:
+    """Op types outside the default XNNPACK delegate, as edge-bench reports them."""
+    from edge.devices.runner import _litert_coverage
+
     interp, _ = ops_of(path, delegate=True)
-    ops = interp._get_ops_details()  # noqa: SLF001 - runtime's op list
-    producer = {int(t): o for o in ops if o["op_name"] != "DELEGATE" for t in o["outputs"]}
-    taken: set[int] = set()
-    for d in (o for o in ops if o["op_name"] == "DELEGATE"):
-        stop, stack = {int(t) for t in d["inputs"]}, [int(t) for t in d["outputs"]]
-        while stack:
-            t = stack.pop()
-            if t in stop or t not in producer or producer[t]["index"] in taken:
-                continue
-            taken.add(producer[t]["index"])
-            stack.extend(int(i) for i in producer[t]["inputs"] if int(i) >= 0)
-    return sorted(o["op_name"] for o in ops if o["op_name"] != "DELEGATE" and o["index"] not in taken)
+    return _litert_coverage(interp)["fallback_ops"]
 
 
 @pytest.fixture(scope="module")
@@ -285,12 +276,12 @@ def int8_splitters(tmp_path_factory) -> tuple[Path, Path, dict[str, int], np.nda
 
 def test_int8_graph_runs_whole_in_xnnpack(int8_splitters) -> None:
     before, after, counts, _, _ = int8_splitters
-    left = Counter(xnnpack_leftovers(before))
+    left = xnnpack_leftovers(before)
     # what the quantizer wrote splits the delegate at each op kind the rewrites target
     assert {"ADD", "MAXIMUM", "RSQRT", "AVERAGE_POOL_2D"} <= set(left), left
     assert counts["add_input_scales_raised"] >= 1 and counts["maximums_as_sub_add"] == 1
     assert counts["float_islands"] >= 3, counts  # RSQRT, SQUARED_DIFFERENCE, AVERAGE_POOL_2D
-    assert xnnpack_leftovers(after) == []
+    assert xnnpack_leftovers(after) == {}
     _, ops = ops_of(after, delegate=True)
     assert ops.count("DELEGATE") == 1
 
