@@ -66,8 +66,7 @@ def quantize(ctx: ExportContext) -> Path:
     try:
         float_copy = tmp / "float.onnx"
         shutil.copyfile(ctx.float_artifact, float_copy)
-        expanded = expand_channel_multipliers(float_copy) if ctx.precision == "int8" else 0
-        pooled = spatial_means_as_global_pool(float_copy) if ctx.precision == "int8" else 0
+        edits = int8_graph_edits(float_copy) if ctx.precision == "int8" else dict.fromkeys(INT8_GRAPH_EDITS, 0)
         pre = tmp / "pre.onnx"
         with ctx.progress.stage("quantize", "onnx quant_pre_process"):
             preprocess(float_copy, pre)
@@ -106,8 +105,7 @@ def quantize(ctx: ExportContext) -> Path:
             "calibration": calib.record() if calib is not None else None,
             "keep_float": list(report.get("kept_float", excluded)),
             "kept_float_by_runtime": {"nodes": forced, "why": BATCHED_WHY} if forced else None,
-            "channel_multiplier_convs_expanded": expanded,
-            "spatial_means_as_global_pool": pooled,
+            **edits,
             # what a user's own ORT session needs so that the layers kept float run float (edge's sessions do this)
             "onnxruntime_session": {"disabled_optimizers": ORT_DISABLED_OPTIMIZERS,
                                     "why": "WeightBiasQuantization would quantize the kept-float layers at load"}
@@ -160,8 +158,19 @@ def preprocess(src: Path, dst: Path) -> None:
     quant_pre_process(str(src), str(dst), skip_symbolic_shape=False)
 
 
-def expand_channel_multipliers(path: Path) -> int:
-    """Rewrite, in place, each depthwise Conv with a channel multiplier k > 1 (``group`` = input channels, k outputs
+def int8_graph_edits(path: Path) -> dict[str, int]:
+    """Apply ``INT8_GRAPH_EDITS`` to the float model at ``path`` (read and written once); return the count of each."""
+    import onnx
+
+    model = onnx.load(str(path))
+    counts = {name: edit(model) for name, edit in INT8_GRAPH_EDITS.items()}
+    if any(counts.values()):
+        onnx.save_model(model, str(path))
+    return counts
+
+
+def expand_channel_multipliers(model: onnx.ModelProto) -> int:
+    """Rewrite, in ``model``, each depthwise Conv with a channel multiplier k > 1 (``group`` = input channels, k outputs
     per group) as a Gather that repeats every input channel k times, then a plain depthwise Conv (``group`` =
     outputs) with the same weights; return how many were rewritten. The two compute the same numbers.
 
@@ -171,10 +180,8 @@ def expand_channel_multipliers(path: Path) -> int:
     there (docs/fast-artifacts.md) and 1.17x on a VNNI Xeon (docs/fast-artifacts-other-cpu.md). The Gather runs
     on uint8.
     """
-    import onnx
     from onnx import helper, numpy_helper
 
-    model = onnx.load(str(path))
     graph = model.graph
     weights = {i.name: i for i in graph.initializer}
     nodes, rewritten = [], 0
@@ -197,12 +204,11 @@ def expand_channel_multipliers(path: Path) -> int:
     if rewritten:
         del graph.node[:]
         graph.node.extend(nodes)
-        onnx.save_model(model, str(path))
     return rewritten
 
 
-def spatial_means_as_global_pool(path: Path) -> int:
-    """Rewrite, in place, each ReduceMean over the two spatial axes of a 4-D tensor with ``keepdims`` (the
+def spatial_means_as_global_pool(model: onnx.ModelProto) -> int:
+    """Rewrite, in ``model``, each ReduceMean over the two spatial axes of a 4-D tensor with ``keepdims`` (the
     squeeze-excite pooling of GhostNet and MobileNetV3) as a GlobalAveragePool; return how many. The same numbers.
 
     ONNX Runtime quantizes GlobalAveragePool to its int8 QLinearGlobalAveragePool, while a ReduceMean stays float
@@ -213,7 +219,6 @@ def spatial_means_as_global_pool(path: Path) -> int:
     import onnx
     from onnx import numpy_helper
 
-    model = onnx.load(str(path))
     graph = model.graph
     consts = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
     consts.update({n.output[0]: numpy_helper.to_array(n.attribute[0].t) for n in graph.node
@@ -238,8 +243,13 @@ def spatial_means_as_global_pool(path: Path) -> int:
         kept = [i for i in graph.initializer if i.name in used or i.name in {x.name for x in graph.input}]
         del graph.initializer[:]
         graph.initializer.extend(kept)
-        onnx.save_model(model, str(path))
     return rewritten
+
+
+# graph edits made to the float model before int8 quantization: the same numbers, kernels ORT runs faster in int8
+# (each a manifest key under ``quantization`` with its count)
+INT8_GRAPH_EDITS = {"channel_multiplier_convs_expanded": expand_channel_multipliers,
+                    "spatial_means_as_global_pool": spatial_means_as_global_pool}
 
 
 class _Reader:
