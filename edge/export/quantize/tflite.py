@@ -121,11 +121,11 @@ def quantize(ctx: ExportContext) -> Path:
                 return pt2e_layer_sqnr(graphs, xs)
         else:
             excluded = graph.resolve(q.keep_float)
-            ranges: dict[str, Any] = {}
+            aeq_cache: dict[str, Any] = {}  # calibration ranges and rewrite counts, per export
 
             def build(exclude: Sequence[str], path: Path) -> Path:
                 return aeq_quantize(ctx.precision, float_copy, path, calib, q.calib_method, exclude, q.float_io,
-                                    nhwc, ranges)
+                                    nhwc, aeq_cache)
 
             with ctx.progress.stage("quantize", f"tflite {ctx.precision} (ai-edge-quantizer {RECIPES[ctx.precision]})"):
                 artifact = build(excluded, tmp / "aeq.tflite")
@@ -136,7 +136,7 @@ def quantize(ctx: ExportContext) -> Path:
             excluded=excluded, layer_fn=layer_fn, layer_input=fidelity.io_layout(ctx))
         artifact = report.pop("_artifact")
         if engine == "aeq":  # the float graph's rewrites, then the quantized graph's
-            done = ranges.get("rewrites", {}).get(str(artifact), {})
+            done = aeq_cache.get("rewrites", {}).get(str(artifact), {})
             before = ctx.extras.get("graph_rewrites") or {}
             ctx.extras["graph_rewrites"] = {k: before.get(k, 0) + done.get(k, 0) for k in {**before, **done}}
         final = Path(ctx.workdir) / ARTIFACT
