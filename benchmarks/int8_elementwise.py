@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +23,8 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from bench_fast_artifacts import interleaved, tflite_call  # noqa: E402
 
 
 class ElementwiseBlocks(torch.nn.Module):
@@ -40,26 +41,6 @@ class ElementwiseBlocks(torch.nn.Module):
         for _ in range(self.blocks):
             x = torch.maximum(x * (a1 + 1), x * a2) if self.kind == "dynamic ReLU" else x * (a1 + 1)
         return self.head(x.mean((2, 3)))
-
-
-def median_ms(paths: list[Path], runs: int) -> list[float]:
-    from ai_edge_litert.interpreter import Interpreter
-
-    interps = []
-    for p in paths:
-        it = Interpreter(model_path=str(p), num_threads=1)
-        it.allocate_tensors()
-        d = it.get_input_details()[0]
-        it.set_tensor(d["index"], np.zeros(d["shape"], d["dtype"]))
-        interps.append(it)
-    times: list[list[float]] = [[] for _ in interps]
-    for r in range(runs + 5):
-        for k, it in enumerate(interps):
-            t = time.perf_counter()
-            it.invoke()
-            if r >= 5:
-                times[k].append(time.perf_counter() - t)
-    return [float(np.median(t)) * 1e3 for t in times]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -80,8 +61,10 @@ def main(argv: list[str] | None = None) -> int:
                 # random weights: the int8 file may miss the fidelity gate; it is kept and timed anyway
                 export(net, target="tflite", precision=precision, out=Path(tmp), name=name, channels_last=True,
                        progress=Progress(quiet=True), strict=False)
-            files = [Path(tmp) / name / f"tflite-{p}" / "model.tflite" for p in ("fp32", "int8")]
-            fp32, int8 = median_ms(files, args.runs)
+            x = np.zeros((1, 3, 224, 224), np.float32)
+            calls = {p: tflite_call(Path(tmp) / name / f"tflite-{p}" / "model.tflite", x, 1) for p in ("fp32", "int8")}
+            stats = interleaved(calls, args.runs, warmup=5)
+            fp32, int8 = stats["fp32"]["median"], stats["int8"]["median"]
             print(f"| {kind} | {fp32:.2f} | {int8:.2f} | {fp32 / int8:.2f}x |", flush=True)
     return 0
 

@@ -22,6 +22,7 @@ import os
 import platform
 import sys
 import time
+from collections import Counter
 from typing import Any
 
 MARK = "EDGE_RUNNER_JSON "
@@ -152,10 +153,7 @@ def _litert_coverage(interp: Any) -> dict[str, Any] | None:
 
 
 def _op_counts(ops: list[dict[str, Any]]) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for o in ops:
-        counts[o["op_name"]] = counts.get(o["op_name"], 0) + 1
-    return dict(sorted(counts.items()))
+    return dict(sorted(Counter(o["op_name"] for o in ops).items()))
 
 
 def measure_litert(model: str, threads: int, runs: int, warmup: int, delegate: str | None,

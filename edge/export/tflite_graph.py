@@ -261,14 +261,14 @@ def raise_add_input_scales(model: object) -> int:
                     # a copy for this op alone: converters share constants (one eps for every LayerNorm)
                     real = (np.frombuffer(bytes(bytearray(data)), np.int8).astype(np.float64) - q[1]) * q[0]
                     requant = np.clip(np.round(real / float(new_scale)) + q[1], -128, 127).astype(np.int8)
-                    chain = [_const_like(model, sg, t, requant, (float(new_scale), q[1]))]
-                    op.inputs[k] = chain[0]
-                else:
-                    chain = [i]
-                    while sole(chain[-1]) and op_code[producer[chain[-1]].opcodeIndex] in passing:
-                        chain.append(int(producer[chain[-1]].inputs[0]))
-                    if not (sole(chain[-1]) and op_code[producer[chain[-1]].opcodeIndex] in requantizing):
-                        continue
+                    op.inputs[k] = _const_like(model, sg, t, requant, (float(new_scale), q[1]))
+                    raised += 1
+                    continue
+                chain = [i]
+                while sole(chain[-1]) and op_code[producer[chain[-1]].opcodeIndex] in passing:
+                    chain.append(int(producer[chain[-1]].inputs[0]))
+                if not (sole(chain[-1]) and op_code[producer[chain[-1]].opcodeIndex] in requantizing):
+                    continue
                 for c in chain:
                     sg.tensors[c].quantization.scale = np.asarray([new_scale], np.float32)
                 raised += 1

@@ -239,8 +239,8 @@ def spatial_means_as_global_pool(model: onnx.ModelProto) -> int:
         del node.attribute[:]
         rewritten += 1
     if rewritten:
-        used = {i for n in graph.node for i in n.input}
-        kept = [i for i in graph.initializer if i.name in used or i.name in {x.name for x in graph.input}]
+        used = {i for n in graph.node for i in n.input} | {x.name for x in graph.input}
+        kept = [i for i in graph.initializer if i.name in used]
         del graph.initializer[:]
         graph.initializer.extend(kept)
     return rewritten
