@@ -143,6 +143,16 @@ def warm_up(tmp: Path) -> None:
     export(net, target="all", out=tmp / "warm", img_size=32, progress=Progress(quiet=True), strict=False)
 
 
+def export_wall(name: str, out: Path) -> float:
+    """Seconds for ``export(name, target="all")`` at the default ``jobs``."""
+    from edge._progress import Progress
+    from edge.export import export
+
+    t0 = time.perf_counter()
+    export(name, target="all", out=out, progress=Progress(quiet=True), strict=False)
+    return time.perf_counter() - t0
+
+
 def bench_model(name: str, runs: int, warmup: int, tmp: Path) -> dict:
     import torch
 
@@ -153,9 +163,11 @@ def bench_model(name: str, runs: int, warmup: int, tmp: Path) -> dict:
     info = get_info(name)
     rec: dict = {"model": name, "family": info.family, "load_before": _load()}
     out = tmp / "out"
+    rec["all_wall_s"] = export_wall(name, tmp / "parallel")  # the default: TFLite beside ONNX and Core ML
+    rec["load_between"] = _load()
     t0 = time.perf_counter()
-    results = export(name, target="all", out=out, progress=Progress(quiet=True), strict=False)
-    rec["all_wall_s"] = time.perf_counter() - t0
+    results = export(name, target="all", out=out, progress=Progress(quiet=True), strict=False, jobs=1)
+    rec["all_wall_serial_s"] = time.perf_counter() - t0
     rec["stages"] = {r.target: r.manifest["stage_seconds"] for r in results}
     rec["passed"] = {r.target: r.passed for r in results}
     rec["layout"] = {r.target: r.manifest["ops"]["layout"] for r in results}
@@ -232,12 +244,15 @@ def write_doc(records: list[dict], doc: Path, command: str, started: str, runs: 
         "",
         "## Export time (`edge export MODEL --target all`, fp32, default input size)",
         "",
-        "Stage seconds per target (load = building the network incl. BatchNorm re-estimation; reference = PyTorch on "
-        "the verification images; both are shared by the three targets).",
+        "Stage seconds per target from the one-process run (`--jobs 1`; load = building the network incl. BatchNorm "
+        "re-estimation; reference = PyTorch on the verification images; both are shared by the three targets). "
+        "Wall seconds of the whole call, cold imports excluded, one process and at the default `--jobs` (here 2: "
+        "TFLite converts in a second process beside ONNX and Core ML, see `edge/export/side.py`); the goal applies "
+        "to the default.",
         "",
         "| model | params | load | reference | onnx trace+convert / verify | tflite convert / verify | "
-        "coreml convert / verify | total | goal < 60 s |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "coreml convert / verify | total, 1 process | total, default | goal < 60 s |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in records:
         st = r["stages"]
@@ -248,10 +263,10 @@ def write_doc(records: list[dict], doc: Path, command: str, started: str, runs: 
             return f"{s.get('trace', 0) + s.get('convert', 0):.1f} / {s.get('verify', 0):.1f}"
 
         tot = r["all_wall_s"]
-        goal = "met" if tot < GOAL_ALL_S else f"missed by {tot - GOAL_ALL_S:.0f} s ({tot / GOAL_ALL_S:.1f}x)"
+        serial = r.get("all_wall_serial_s")
         L.append(f"| {r['model']} | {r['params_m']:.1f}M | {first.get('load', 0):.1f} | "
-                 f"{first.get('reference', 0):.1f} | {cv('onnx')} | {cv('tflite')} | {cv('coreml')} | {tot:.1f} | "
-                 f"{goal} |")
+                 f"{first.get('reference', 0):.1f} | {cv('onnx')} | {cv('tflite')} | {cv('coreml')} | "
+                 f"{'-' if serial is None else f'{serial:.1f}'} | {tot:.1f} | {_goal(tot)} |")
     L += [
         "",
         "## Pipeline overhead over the bare converter calls",
@@ -323,6 +338,10 @@ def write_doc(records: list[dict], doc: Path, command: str, started: str, runs: 
     from edge._io import write_text
 
     write_text(doc, "\n".join(L) + "\n")
+
+
+def _goal(seconds: float) -> str:
+    return "met" if seconds < GOAL_ALL_S else f"missed by {seconds - GOAL_ALL_S:.0f} s ({seconds / GOAL_ALL_S:.1f}x)"
 
 
 def _load_sentence(records: list[dict]) -> str:

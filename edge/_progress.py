@@ -10,10 +10,11 @@ from typing import TextIO
 
 
 class Progress:
-    def __init__(self, stream: TextIO | None = None, quiet: bool = False) -> None:
+    def __init__(self, stream: TextIO | None = None, quiet: bool = False, tty: bool | None = None) -> None:
+        """``tty=False`` forces plain lines (a second process writing to the same terminal)."""
         self.stream = stream or sys.stderr
         self.quiet = quiet
-        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
+        self.tty = bool(getattr(self.stream, "isatty", lambda: False)()) if tty is None else tty
         self.times: dict[str, float] = {}
 
     def info(self, msg: str) -> None:

@@ -41,6 +41,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--image-input", action="store_true", help="Core ML: image input with mean/std folded in")
     p.add_argument("--class-labels", metavar="FILE", help="text file, one class label per line (Core ML metadata)")
     p.add_argument("--json", action="store_true", help="print the results (manifests included) as JSON")
+    p.add_argument("--jobs", type=int, metavar="N", help="processes converting at once (default: the usable cores; "
+                   "with 2+, TFLite converts beside ONNX and Core ML); 1 converts one target after another")
     q = p.add_argument_group("quantization (integer precisions)")
     q.add_argument("--calib", metavar="DIR", help="calibration images (JPEG/PNG, searched recursively); default: "
                                                   "edge's built-in natural photos")
@@ -123,7 +125,7 @@ def run(args: argparse.Namespace) -> int:
             checkpoint=args.checkpoint, img_size=args.img_size, name=args.name, options=parse_options(args.option),
             opset=args.opset, channels_last=args.channels_last, image_input=args.image_input,
             class_labels=read_labels(args.class_labels), quant=quant, progress=Progress(),
-            verbose=bool(getattr(args, "debug", False)),
+            verbose=bool(getattr(args, "debug", False)), jobs=args.jobs,
         )
     except EdgeError as e:  # a gate breach or a rejected target: show what was written, then the error
         if getattr(e, "results", None):

@@ -23,10 +23,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from edge import _interrupt as interrupt
 from edge._io import atomic_path, path_size, sha256_path, write_json
 from edge._progress import Progress
 from edge.errors import EdgeError, NumericsError
-from edge.export import numerics
+from edge.export import numerics, side
 from edge.export.context import (
     PRECISIONS,
     QUANT_PRECISIONS,
@@ -206,12 +207,15 @@ def export(
     progress: Progress | None = None,
     strict: bool = True,
     verbose: bool = False,
+    jobs: int | None = None,
 ) -> list[ExportResult]:
     """Export a zoo name, ``path/file.py:factory`` or an ``nn.Module`` to one or more targets.
 
     Returns one :class:`ExportResult` per target. With ``strict`` (default) an artifact that fails the numerics
     gate raises :class:`NumericsError` after all targets were written (the error's ``results`` holds them);
     ``strict=False`` returns them with ``passed=False`` instead. ``verbose`` lets converter output through.
+    ``jobs`` caps the processes converting at once (default: the cores this process may use; 1 converts every
+    target here, one after another); see :mod:`edge.export.side`.
     """
     t_start = time.perf_counter()
     progress = progress or Progress()
@@ -232,38 +236,41 @@ def export(
                         "an image input has no tensor layout; export the channels-last targets separately")
     if class_labels is not None and not list(class_labels):
         raise EdgeError("the class-labels list is empty", "give one label per line")
+    if jobs is not None and jobs < 1:
+        raise EdgeError(f"--jobs {jobs} must be at least 1", "1 converts one target after another")
 
     precheck(model_or_name, img_size)
     out = Path(out)
     dirs = _OutDirs(out)
     dirs.ensure(out)
+    here, side_groups = side.plan(model_or_name, targets, jobs, shares_program=not channels_last)
+    job = {"model_or_name": model_or_name, "precision": precision, "out": out, "checkpoint": checkpoint,
+           "img_size": img_size, "name": name, "options": options, "export_options": export_options, "seed": seed,
+           "verbose": verbose, "report_rejections": len(targets) > 1}
+    sides: list[side.SideExport] = []
+    threads = side.threads_each(1 + len(side_groups))
     try:
-        what = model_or_name if isinstance(model_or_name, str) else type(model_or_name).__name__
-        t0 = time.perf_counter()
-        with progress.stage("load", what):
-            loaded = load(model_or_name, checkpoint=checkpoint, name=name, options=options, seed=seed)
-        load_seconds = time.perf_counter() - t0
-        img = int(img_size or loaded.default_img_size)
-        check_img_size(loaded, img)
-        dirs.ensure(out / loaded.name)
-        shared = _reference(loaded, img, precision, progress)
-        shared["load_seconds"] = load_seconds
-        results: list[ExportResult] = []
-        rejected: list[EdgeError] = []
-        for t in targets:
-            try:
-                results.append(_export_one(loaded, TARGETS[t], precision, img, out, export_options, shared,
-                                           progress, verbose))
-            except ConversionError as e:
-                if len(targets) == 1:
-                    raise
-                rejected.append(e)  # the other targets are still worth having
-                progress.info(f"  {t}-{precision} not written: {e}")
+        if side_groups:
+            from edge.models import get_info
+
+            dirs.ensure(out / get_info(str(model_or_name)).name)  # made here, so this process removes it if unused
+            sides = [side.SideExport(g, {**job, "quiet": progress.quiet}, threads) for g in side_groups]
+        with side.torch_threads(threads) if sides else contextlib.nullcontext():
+            model_name, results, rejected = run_targets(targets=here, progress=progress, dirs=dirs, **job)
+        for s in sides:
+            got, refused = s.result()
+            results += got
+            rejected += refused
     except BaseException:
+        for s in sides:
+            s.stop()
         dirs.cleanup()
         raise
+    results.sort(key=lambda r: targets.index(r.target))
     if rejected:
         dirs.cleanup()
+        if len(targets) == 1:
+            raise rejected[0]
         first = rejected[0]
         done = ", ".join(f"{r.target}-{r.precision}" for r in results) or "none"
         err = ConversionError(f"{first.message} (written: {done})", first.hint, op=getattr(first, "op", None),
@@ -277,12 +284,56 @@ def export(
         msg = "; ".join(f"{r.target}-{r.precision}: {numerics.describe_failures(r.manifest['numerics']['failures'])}"
                         for r in failed)
         err = NumericsError(
-            f"{len(failed)} artifact(s) of {loaded.name} failed the numerics gate: {msg}",
+            f"{len(failed)} artifact(s) of {model_name} failed the numerics gate: {msg}",
             f"kept and marked failed in their manifest.json ({', '.join(str(r.path) for r in failed)})",
         )
         err.results = results  # type: ignore[attr-defined]
         raise err
     return results
+
+
+def run_targets(model_or_name: str | torch.nn.Module, targets: Sequence[str], precision: str, out: Path, *,
+                checkpoint: str | os.PathLike[str] | None, img_size: int | None, name: str | None,
+                options: dict[str, Any] | None, export_options: ExportOptions, seed: int, progress: Progress,
+                verbose: bool, report_rejections: bool, dirs: _OutDirs | None = None,
+                ) -> tuple[str, list[ExportResult], list[EdgeError]]:
+    """Load the network once and export it to ``targets`` in turn: (model name, results, rejected targets).
+
+    A target the converter rejects is collected, not raised: the other targets are still worth having. ``dirs``
+    records the folders made, for the caller to remove if nothing lands in them.
+    """
+    with interrupt.recorded():
+        return _run_targets(model_or_name, targets, precision, out, checkpoint=checkpoint, img_size=img_size,
+                            name=name, options=options, export_options=export_options, seed=seed,
+                            progress=progress, verbose=verbose, report_rejections=report_rejections, dirs=dirs)
+
+
+def _run_targets(model_or_name: str | torch.nn.Module, targets: Sequence[str], precision: str, out: Path, *,
+                 checkpoint: str | os.PathLike[str] | None, img_size: int | None, name: str | None,
+                 options: dict[str, Any] | None, export_options: ExportOptions, seed: int, progress: Progress,
+                 verbose: bool, report_rejections: bool, dirs: _OutDirs | None,
+                 ) -> tuple[str, list[ExportResult], list[EdgeError]]:
+    what = model_or_name if isinstance(model_or_name, str) else type(model_or_name).__name__
+    t0 = time.perf_counter()
+    with progress.stage("load", what):
+        loaded = load(model_or_name, checkpoint=checkpoint, name=name, options=options, seed=seed)
+    load_seconds = time.perf_counter() - t0
+    img = int(img_size or loaded.default_img_size)
+    check_img_size(loaded, img)
+    (dirs or _OutDirs(out)).ensure(out / loaded.name)
+    shared = _reference(loaded, img, precision, progress)
+    shared["load_seconds"] = load_seconds
+    results: list[ExportResult] = []
+    rejected: list[EdgeError] = []
+    for t in targets:
+        try:
+            results.append(_export_one(loaded, TARGETS[t], precision, img, out, export_options, shared, progress,
+                                       verbose))
+        except ConversionError as e:
+            rejected.append(e)
+            if report_rejections:
+                progress.info(f"  {t}-{precision} not written: {e}")
+    return loaded.name, results, rejected
 
 
 def _check_opset(opset: int) -> None:
@@ -381,6 +432,7 @@ def _export_one(loaded: LoadedModel, target: Target, precision: str, img: int, o
             except Exception as e:  # noqa: BLE001 - converter errors are explained, not dumped
                 raise explain_conversion_failure(e, target.name, ctx) from e
         stages["convert"] = time.perf_counter() - t0
+        interrupt.check()
 
         if quantized:
             q = importlib.import_module("edge.export.quantize")
@@ -416,6 +468,7 @@ def _export_one(loaded: LoadedModel, target: Target, precision: str, img: int, o
                 tools=target.tool_versions(),
             )
             write_json(tmp / MANIFEST, manifest)
+            interrupt.check()  # a Ctrl-C swallowed on the way must still keep this export from landing
     if not report["passed"]:
         progress.info(f"  {target.name}-{precision} FAILED the numerics gate: "
                       f"{numerics.describe_failures(report['failures'])}")

@@ -54,8 +54,9 @@ def calibrate_bn(model: nn.Module, info: ModelInfo, n_images: int = BN_CALIBRATI
 
     A randomly initialised network has BN statistics (mean 0, var 1) unrelated to its real activations,
     so its logits barely depend on the input and every later fidelity check would be meaningless.
-    Cumulative statistics over ``n_images`` photos fix that without any hub download.
-    Returns a description for the model's metadata.
+    Cumulative statistics over ``n_images`` photos fix that without any hub download. They are computed on one
+    thread: reductions split over threads sum in another order, and the weights would then depend on the core
+    count (a second export process, another machine). Returns a description for the model's metadata.
     """
     from edge.data import image_batch
 
@@ -69,8 +70,13 @@ def calibrate_bn(model: nn.Module, info: ModelInfo, n_images: int = BN_CALIBRATI
         bn.reset_running_stats()
         bn.momentum = None  # cumulative average over all calibration batches
     model.train()
-    for chunk in batch.split(8):
-        model(chunk)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for chunk in batch.split(8):
+            model(chunk)
+    finally:
+        torch.set_num_threads(threads)
     model.eval()
     for bn in bns:
         bn.momentum = 0.1
