@@ -19,7 +19,8 @@ _seen = False
 
 @contextlib.contextmanager
 def recorded() -> Iterator[None]:
-    """While inside, a SIGINT is recorded and then handled as before (a KeyboardInterrupt, normally).
+    """While inside (or in a function it decorates), a SIGINT is recorded, then handled as before (normally a
+    KeyboardInterrupt).
 
     Only from the main thread, and only where SIGINT has a Python handler: an ignored or default SIGINT is left so.
     """

@@ -292,6 +292,7 @@ def export(
     return results
 
 
+@interrupt.recorded()
 def run_targets(model_or_name: str | torch.nn.Module, targets: Sequence[str], precision: str, out: Path, *,
                 checkpoint: str | os.PathLike[str] | None, img_size: int | None, name: str | None,
                 options: dict[str, Any] | None, export_options: ExportOptions, seed: int, progress: Progress,
@@ -302,17 +303,6 @@ def run_targets(model_or_name: str | torch.nn.Module, targets: Sequence[str], pr
     A target the converter rejects is collected, not raised: the other targets are still worth having. ``dirs``
     records the folders made, for the caller to remove if nothing lands in them.
     """
-    with interrupt.recorded():
-        return _run_targets(model_or_name, targets, precision, out, checkpoint=checkpoint, img_size=img_size,
-                            name=name, options=options, export_options=export_options, seed=seed,
-                            progress=progress, verbose=verbose, report_rejections=report_rejections, dirs=dirs)
-
-
-def _run_targets(model_or_name: str | torch.nn.Module, targets: Sequence[str], precision: str, out: Path, *,
-                 checkpoint: str | os.PathLike[str] | None, img_size: int | None, name: str | None,
-                 options: dict[str, Any] | None, export_options: ExportOptions, seed: int, progress: Progress,
-                 verbose: bool, report_rejections: bool, dirs: _OutDirs | None,
-                 ) -> tuple[str, list[ExportResult], list[EdgeError]]:
     what = model_or_name if isinstance(model_or_name, str) else type(model_or_name).__name__
     t0 = time.perf_counter()
     with progress.stage("load", what):

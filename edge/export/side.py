@@ -22,6 +22,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import traceback
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -98,6 +99,8 @@ def _run(job: Path, result: Path) -> None:
         payload: tuple[str, Any] = ("ok", (results, rejected))
     except BaseException as e:  # noqa: BLE001 - Ctrl-C included: the parent re-raises whatever ended this process
         payload = ("error", e)
+        if kwargs["verbose"] and not isinstance(e, KeyboardInterrupt):
+            traceback.print_exc()  # --debug: the traceback does not cross the process boundary
     try:
         data = pickle.dumps(payload)
     except Exception:  # noqa: BLE001 - an exception that does not pickle still reaches the parent, as text

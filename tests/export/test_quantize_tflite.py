@@ -237,3 +237,11 @@ def test_constant_operand_batched_matmul_computes_in_float_and_runs(tmp_path, pr
     assert operands[0] == "int8", operands  # the constant (h, h) mixer: int8 in the file
     report = gate(ctx, path)  # runs the artifact in LiteRT (batch_matmul.cc raised before the fix)
     assert report["passed"], report["failures"]
+
+
+def test_recommended_runtime_says_where_int8_ran_slower_than_fp32() -> None:
+    from edge.export.quantize.tflite import recommended_runtime
+
+    assert "Mobile-Former" in recommended_runtime("int8", "mobileformer")
+    assert "slower" not in recommended_runtime("int8", "ghostnet")
+    assert "slower" not in recommended_runtime("int8w", "mobileformer")  # weight-only computes in float

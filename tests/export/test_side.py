@@ -89,3 +89,11 @@ def test_stopping_the_side_process_mid_conversion_leaves_nothing(tmp_path) -> No
     assert side.process.returncode is not None
     assert [p.relative_to(out) for p in out.rglob("*")] == [Path(ZOO)]
     assert not side._dir.exists()
+
+
+def test_a_side_process_that_dies_is_an_error_that_says_so(tmp_path) -> None:
+    side = SideExport(["tflite"], _job(tmp_path / "out"), threads=1)
+    side.process.kill()  # as a crash in a converter's native code would end it
+    with pytest.raises(EdgeError, match=r"converting tflite ended without a result \(exit code -9\)") as err:
+        side.result()
+    assert "--jobs 1" in err.value.hint and not side._dir.exists()

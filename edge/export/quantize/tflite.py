@@ -158,7 +158,7 @@ def quantize(ctx: ExportContext) -> Path:
             **report,
             "io_quantization": io_q,
             "packing": packing,
-            "recommended_runtime": recommended_runtime(ctx.precision),
+            "recommended_runtime": recommended_runtime(ctx.precision, ctx.info.family if ctx.info else None),
             "warnings": ctx.extras.pop("quant_warnings", []),
         }
         return final
@@ -211,14 +211,25 @@ def _engine_why(ctx: ExportContext, engine: str) -> str:
     return "default: full-integer graph (no measurement for this network)"
 
 
-def recommended_runtime(precision: str) -> dict[str, str]:
-    return {
+# Families whose W8A8 file ran slower than their fp32 file on every CPU measured; the manifest says so.
+INT8_SLOWER_ON_CPU = {
+    "mobileformer": "but not for Mobile-Former on a CPU: its int8 file ran slower than fp32 in XNNPACK on both x86 "
+                    "CPUs measured (0.83x AVX2, 0.49-0.59x AVX-512 VNNI), because its dynamic ReLUs' int8 "
+                    "element-wise ops are slower than float ones (docs/quantization.md); there use fp32 or fp16",
+}
+
+
+def recommended_runtime(precision: str, family: str | None = None) -> str:
+    advice = {
         "int8": "LiteRT XNNPACK on ARM/x86 CPUs, and integer-only accelerators (Edge TPU, Hexagon/NNAPI, Ethos-U) "
                 "which need the full-integer graph and int8 I/O",
         "int8w": "any LiteRT CPU / GPU delegate: 4x smaller weights, float compute (XNNPACK dequantizes at load)",
         "w8a16": "LiteRT reference/XNNPACK 16x8 kernels and NPUs with A16W8 support: closer to fp32 than int8",
         "int8dyn": "LiteRT XNNPACK on CPUs when no calibration data exists: int8 matmuls, float activations",
     }[precision]
+    if precision == "int8" and family in INT8_SLOWER_ON_CPU:
+        advice += "; " + INT8_SLOWER_ON_CPU[family]
+    return advice
 
 
 def io_quantization(path: Path) -> dict[str, list[dict[str, Any]]]:
