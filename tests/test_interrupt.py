@@ -17,17 +17,24 @@ class _SwallowsCtrlC:
             pass
 
 
+@pytest.fixture
+def python_ctrl_c():
+    """SIGINT handled by Python, as in a fresh interpreter (something earlier in a test session may ignore it)."""
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, before)
+
+
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
-def test_a_swallowed_ctrl_c_is_raised_by_check() -> None:
-    before = signal.getsignal(signal.SIGINT)
+def test_a_swallowed_ctrl_c_is_raised_by_check(python_ctrl_c) -> None:
     with interrupt.recorded():
         _SwallowsCtrlC()  # collected at once, by reference counting
         with pytest.raises(KeyboardInterrupt):
             interrupt.check()
-    assert signal.getsignal(signal.SIGINT) is before
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
-def test_nothing_recorded_without_a_signal() -> None:
+def test_nothing_recorded_without_a_signal(python_ctrl_c) -> None:
     with interrupt.recorded():
         interrupt.check()
 

@@ -91,6 +91,9 @@ def _run(job: Path, result: Path) -> None:
     from edge._progress import Progress
     from edge.export.pipeline import run_targets
 
+    # The parent stops this process with SIGINT, so it must not inherit an ignored SIGINT (a parent that ignores
+    # it, e.g. under nohup, hands that on through exec, and Python then installs no handler).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     kwargs = pickle.loads(job.read_bytes())
     quiet = kwargs.pop("quiet")
     torch.set_num_threads(kwargs.pop("threads"))

@@ -4,6 +4,7 @@ and Ctrl-C cross the process boundary intact. Every process here is a real ``pyt
 from __future__ import annotations
 
 import io
+import signal
 import time
 from pathlib import Path
 
@@ -79,8 +80,13 @@ def test_an_error_in_the_side_process_reaches_the_caller_with_its_hint(tmp_path)
 
 
 def test_stopping_the_side_process_mid_conversion_leaves_nothing(tmp_path) -> None:
+    """Even from a parent that ignores SIGINT (as under nohup), which the side process inherits through exec."""
     out = tmp_path / "out"
-    side = SideExport(["tflite"], _job(out), threads=1)
+    before = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        side = SideExport(["tflite"], _job(out), threads=1)
+    finally:
+        signal.signal(signal.SIGINT, before)
     deadline = time.monotonic() + 120
     while not list(out.glob(f"{ZOO}/.tflite-fp32.*.tmp")):  # the pipeline's temporary export folder
         assert side.process.poll() is None and time.monotonic() < deadline, "the side export never started"

@@ -213,3 +213,22 @@ def test_default_build_gives_input_dependent_logits():
         logits = create("mobilenetv3-large-1.0")(x)
     assert len(set(logits.argmax(1).tolist())) >= 2
     _assert_input_dependent(logits, 0.2)
+
+
+def test_seeded_weights_do_not_depend_on_the_thread_count():
+    """BatchNorm re-estimation sums over the photos; split over threads, the sums would round differently."""
+    from edge.models import calibrate_bn, get_info
+
+    info = get_info("mobilenetv2-1.0")
+    before = torch.get_num_threads()
+    states = []
+    for threads in (2, 1):
+        torch.manual_seed(0)
+        model = info.builder(**info.builder_kwargs)
+        torch.set_num_threads(threads)
+        try:
+            calibrate_bn(model, info)
+        finally:
+            torch.set_num_threads(before)
+        states.append(model.state_dict())
+    assert [k for k in states[0] if not torch.equal(states[0][k], states[1][k])] == []
