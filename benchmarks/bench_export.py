@@ -193,7 +193,6 @@ def bench_model(name: str, runs: int, warmup: int, tmp: Path) -> dict:
     rec: dict = {"model": name, "family": info.family, "load_before": _load()}
     out = tmp / "out"
     rec["all_wall_s"] = export_wall(name, tmp / "parallel")  # the default: TFLite beside ONNX and Core ML
-    rec["load_between"] = _load()
     t0 = time.perf_counter()
     results = export(name, target="all", out=out, progress=Progress(quiet=True), strict=False, jobs=1)
     rec["all_wall_serial_s"] = time.perf_counter() - t0
