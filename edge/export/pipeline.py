@@ -26,6 +26,7 @@ import torch
 from edge import _interrupt as interrupt
 from edge._io import atomic_path, path_size, sha256_path, write_json
 from edge._progress import Progress
+from edge._threads import torch_threads
 from edge.errors import EdgeError, NumericsError
 from edge.export import numerics, side
 from edge.export.context import (
@@ -255,7 +256,7 @@ def export(
 
             dirs.ensure(out / get_info(str(model_or_name)).name)  # made here, so this process removes it if unused
             sides = [side.SideExport(g, {**job, "quiet": progress.quiet}, threads) for g in side_groups]
-        with side.torch_threads(threads) if sides else contextlib.nullcontext():
+        with torch_threads(threads) if sides else contextlib.nullcontext():
             model_name, results, rejected = run_targets(targets=here, progress=progress, dirs=dirs, **job)
         for s in sides:
             got, refused = s.result()

@@ -23,7 +23,7 @@ import subprocess
 import sys
 import tempfile
 import traceback
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -51,18 +51,6 @@ def threads_each(processes: int) -> int:
     return max(1, default_jobs() // processes)
 
 
-@contextlib.contextmanager
-def torch_threads(n: int) -> Iterator[None]:
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 def plan(model_or_name: Any, targets: Sequence[str], jobs: int | None, shares_program: bool) -> tuple[
         list[str], list[list[str]]]:
     """Split ``targets`` into those converted here and groups for side processes (at most ``jobs - 1``).
@@ -85,8 +73,6 @@ def plan(model_or_name: Any, targets: Sequence[str], jobs: int | None, shares_pr
 def _run(job: Path, result: Path) -> None:
     """Side process: the pipeline for the job's targets; writes ``("ok", (results, rejected))`` or
     ``("error", exception)`` to ``result``."""
-    import torch
-
     from edge._io import atomic_path
     from edge._progress import Progress
     from edge.export.pipeline import run_targets
@@ -96,7 +82,6 @@ def _run(job: Path, result: Path) -> None:
     signal.signal(signal.SIGINT, signal.default_int_handler)
     kwargs = pickle.loads(job.read_bytes())
     quiet = kwargs.pop("quiet")
-    torch.set_num_threads(kwargs.pop("threads"))
     try:
         _, results, rejected = run_targets(progress=Progress(quiet=quiet, tty=False), **kwargs)
         payload: tuple[str, Any] = ("ok", (results, rejected))
@@ -120,13 +105,13 @@ class SideExport:
         self.targets = targets
         self._dir = Path(tempfile.mkdtemp(prefix="edge-side-"))
         job, self._result = self._dir / "job.pickle", self._dir / "result.pickle"
-        job.write_bytes(pickle.dumps({**kwargs, "targets": targets, "threads": threads}))
+        job.write_bytes(pickle.dumps({**kwargs, "targets": targets}))
         import edge
 
         env = dict(os.environ)
         root = str(Path(edge.__file__).resolve().parents[1])  # the edge this process runs, installed or not
         env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
-        env["OMP_NUM_THREADS"] = str(threads)  # before torch starts its OpenMP pool
+        env["OMP_NUM_THREADS"] = str(threads)  # torch's thread count there: read before its pool starts
         self.process = subprocess.Popen([sys.executable, "-c", ENTRY, str(job), str(self._result)],
                                         stdin=subprocess.DEVNULL, env=env)
 

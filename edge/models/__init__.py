@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from edge._threads import torch_threads
 from edge.errors import EdgeError
 from edge.models._checkpoint import load_strict, read_state_dict
 from edge.models._complexity import count_macs, count_params
@@ -70,13 +71,9 @@ def calibrate_bn(model: nn.Module, info: ModelInfo, n_images: int = BN_CALIBRATI
         bn.reset_running_stats()
         bn.momentum = None  # cumulative average over all calibration batches
     model.train()
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with torch_threads(1):
         for chunk in batch.split(8):
             model(chunk)
-    finally:
-        torch.set_num_threads(threads)
     model.eval()
     for bn in bns:
         bn.momentum = 0.1

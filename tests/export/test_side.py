@@ -45,11 +45,10 @@ def test_tflite_converts_in_a_side_process(tmp_path, capfd) -> None:
     """This process's progress goes to a buffer; the side process writes plain lines to the shared stderr."""
     from edge._progress import Progress
 
-    mine = io.StringIO()
     serial = export(ZOO, target="tflite,onnx", out=tmp_path / "serial", img_size=IMG, jobs=1,
-                    progress=Progress(mine))
-    mine.truncate(0)
+                    progress=Progress(io.StringIO()))
     capfd.readouterr()
+    mine = io.StringIO()
     both = export(ZOO, target="tflite,onnx", out=tmp_path / "both", img_size=IMG, jobs=2, progress=Progress(mine))
     child = capfd.readouterr().err
     assert f"[ok] convert {ZOO} tflite-fp32" in child and f"convert {ZOO} tflite-fp32" not in mine.getvalue()
