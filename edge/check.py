@@ -2,7 +2,8 @@
 
 For every case in the config (``edge-check.toml``) it runs, in order:
 
-1. **export**: the real pipeline (``edge.export.export``); a converter error fails the case;
+1. **export**: the real pipeline (``edge.export.export``); a converter error fails the case. Cases that differ
+   only in target share one call (see ``_export_groups``);
 2. **numerics**: the export's own gate (``manifest.numerics.passed``);
 3. **size**: the artifact against ``max_size_mb``;
 4. **fidelity**: SQNR and top-1 agreement against ``min_sqnr_db`` / ``min_top1_agree``;
@@ -341,15 +342,16 @@ def run_check(config: CheckConfig, *, baseline: str | os.PathLike[str] | None = 
     bench_out = config.out / "_bench"
     measure = measure or (lambda case, d: bench_on_host(case, d, bench_out))
     results = []
-    for case in config.cases:
-        log(f"[{case.id}] exporting")
-        r = _run_case(case, config.out, base, measure, update_baseline, log)
-        marks = " ".join(f"{s.name}:{s.status}" for s in r.steps)
-        log(f"[{case.id}] {'FAIL' if r.failed else 'ok'}  {marks}")
-        for s in r.steps:
-            if s.status in (FAIL, WARN):
-                log(f"    {s.name}: {s.message}")
-        results.append(r)
+    for group in _export_groups(config.cases):
+        for r in _export_group(group, config.out, log):
+            if r.manifest is not None:
+                _judge_case(r, base, measure, update_baseline, log)
+            marks = " ".join(f"{s.name}:{s.status}" for s in r.steps)
+            log(f"[{r.case.id}] {'FAIL' if r.failed else 'ok'}  {marks}")
+            for s in r.steps:
+                if s.status in (FAIL, WARN):
+                    log(f"    {s.name}: {s.message}")
+            results.append(r)
     report = CheckReport(results, baseline_path, seconds=time.perf_counter() - t0)
     if update_baseline:
         write_baseline(baseline_path, base, results)
@@ -366,30 +368,65 @@ def run_check(config: CheckConfig, *, baseline: str | os.PathLike[str] | None = 
     return report
 
 
-def _run_case(case: Case, out: Path, base: dict[str, Any], measure: MeasureFn, update_baseline: bool,
-              log: Callable[[str], None]) -> CaseResult:
+def _export_key(case: Case) -> tuple[Any, ...]:
+    return case.model, case.precision, case.name, case.img_size, case.checkpoint, case.options
+
+
+def _export_groups(cases: Sequence[Case]) -> list[list[Case]]:
+    """Runs of consecutive cases that differ only in target: one ``export`` call writes all of them, as
+    ``--target all`` does (one network load and trace; TFLite converts in a second process beside the others)."""
+    groups: list[list[Case]] = []
+    for case in cases:
+        if groups and _export_key(groups[-1][0]) == _export_key(case):
+            groups[-1].append(case)
+        else:
+            groups.append([case])
+    return groups
+
+
+def _export_group(group: Sequence[Case], out: Path, log: Callable[[str], None]) -> list[CaseResult]:
+    """Export every case of one group; each result holds its export step (and its manifest when written)."""
     from edge.export import export
 
-    r = CaseResult(case)
+    first = group[0]
+    targets = [c.target for c in group]
+    log(f"[{first.name or first.model} {first.precision}] exporting {', '.join(targets)}")
     t = time.perf_counter()
+    errors: dict[str, str] = {}
     try:
-        res = export(case.model, target=case.target, precision=case.precision, out=out, name=case.name,
-                     img_size=case.img_size, checkpoint=case.checkpoint, options=dict(case.options) or None,
+        res = export(first.model, target=targets, precision=first.precision, out=out, name=first.name,
+                     img_size=first.img_size, checkpoint=first.checkpoint, options=dict(first.options) or None,
                      strict=False, progress=_quiet_progress())
     except EdgeError as e:
-        r.steps.append(Step("export", FAIL, f"{e}", time.perf_counter() - t))
-        r.steps += [Step(s, SKIP, "export failed") for s in STEPS[1:]]
-        return r
+        res = list(getattr(e, "results", []))
+        for err in getattr(e, "errors", [e]):
+            errors[getattr(err, "target", None) or ""] = f"{err}"
     except Exception as e:  # a converter crash is a failed conversion, not a crash of the gate
-        r.steps.append(Step("export", FAIL, f"{type(e).__name__}: {e}", time.perf_counter() - t))
-        r.steps += [Step(s, SKIP, "export failed") for s in STEPS[1:]]
-        return r
-    er = res[0]
-    r.manifest, r.export_dir = er.manifest, er.path
-    man = er.manifest
-    r.steps.append(Step("export", PASS, f"{er.artifact} in {time.perf_counter() - t:.1f}s", time.perf_counter() - t))
+        res, errors[""] = [], f"{type(e).__name__}: {e}"
+    seconds = time.perf_counter() - t
+    written = {er.target: er for er in res}
+    together = f"; {len(group)} targets exported together in {seconds:.1f}s" if len(group) > 1 else ""
+    results = []
+    for case in group:
+        r = CaseResult(case)
+        er = written.get(case.target)
+        if er is None:
+            why = errors.get(case.target) or errors.get("") or "; ".join(errors.values()) or "no artifact written"
+            r.steps.append(Step("export", FAIL, why, seconds / len(group)))
+            r.steps += [Step(s, SKIP, "export failed") for s in STEPS[1:]]
+        else:
+            r.manifest, r.export_dir = er.manifest, er.path
+            r.steps.append(Step("export", PASS, f"{er.artifact} in {seconds:.1f}s{together}", seconds / len(group)))
+        results.append(r)
+    return results
+
+
+def _judge_case(r: CaseResult, base: dict[str, Any], measure: MeasureFn, update_baseline: bool,
+                log: Callable[[str], None]) -> None:
+    """Steps 2-5 for one written artifact."""
+    case, man = r.case, r.manifest or {}
     num = man.get("numerics") or {}
-    if er.passed and num.get("passed", False):
+    if num.get("passed", False):
         r.steps.append(Step("numerics", PASS, f"{num.get('runtime', '')}: {_worst_output(num)}"))
     else:
         from edge.export.numerics import describe_failures
@@ -407,7 +444,6 @@ def _run_case(case: Case, out: Path, base: dict[str, Any], measure: MeasureFn, u
                                           f"(+{size_mb / case.max_size_mb - 1:.0%})"))
     r.steps.append(_fidelity_step(case, man))
     r.steps.append(_latency_step(case, r, base, measure, update_baseline, log))
-    return r
 
 
 def _quiet_progress() -> Any:

@@ -299,3 +299,32 @@ def test_gate_end_to_end(tmp_path, monkeypatch, capsys):
     change = float(text.split("`tiny/onnx-fp32`")[1].split("ms (")[1].split("%)")[0])
     assert change > 100  # 2 ms added to a sub-millisecond network
     assert base.read_text() == recorded  # only --update-baseline writes the baseline
+
+
+def test_targets_of_one_model_are_exported_together(tmp_path, monkeypatch, capsys):
+    """Cases that differ only in target share one export call (one load, one trace); a target whose converter
+    fails fails its own case only. The Core ML converter is replaced by a crash stand-in for that part; ONNX
+    converts and is gated for real."""
+    from edge.export.targets import TARGETS
+
+    def crash(ctx):
+        raise RuntimeError("converter state went missing")
+
+    monkeypatch.setattr(TARGETS["coreml"], "convert", crash)
+    (tmp_path / "tiny.py").write_text(TINY)
+    cfg = tmp_path / "edge-check.toml"
+    cfg.write_text('[defaults]\nout = "out"\nlatency = false\n\n'
+                   '[[check]]\nmodel = "tiny.py:tiny"\nname = "tiny"\ntargets = ["onnx", "coreml"]\nimg_size = 64\n')
+    junit = tmp_path / "check.xml"
+    rc = main(["check", "--config", str(cfg), "--junit", str(junit)])
+    err = capsys.readouterr().err
+    assert rc == 1, err
+    assert err.count("exporting") == 1 and "[tiny fp32] exporting onnx, coreml" in err
+    root = ET.parse(junit).getroot()
+    failures = {(tc.get("classname"), tc.get("name")): tc.find("failure").get("message")
+                for tc in root.iter("testcase") if tc.find("failure") is not None}
+    assert set(failures) == {("edge-check.tiny/coreml-fp32", "export")}, failures
+    assert "coreml" in failures[("edge-check.tiny/coreml-fp32", "export")]
+    assert "converter state went missing" in failures[("edge-check.tiny/coreml-fp32", "export")]
+    assert (tmp_path / "out" / "tiny" / "onnx-fp32" / "model.onnx").is_file()
+    assert not (tmp_path / "out" / "tiny" / "coreml-fp32").exists()
