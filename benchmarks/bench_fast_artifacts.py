@@ -350,15 +350,32 @@ def interleaved(calls: dict[str, Any], runs: int, warmup: int) -> dict[str, dict
     return {k: _stats(wall[k], cpu[k]) for k in keys}
 
 
-def time_artifacts(artifacts: dict[str, dict[str, Path]], x: np.ndarray, runs: int, warmup: int) -> dict[str, Any]:
-    """artifacts: runtime -> {label: path}. Returns "runtime/threads" -> label -> stats."""
-    out: dict[str, Any] = {}
-    for threads in THREADS:
-        for runtime, paths in artifacts.items():
-            make = tflite_call if runtime == "tflite" else onnx_call
-            calls = {label: make(p, x, threads) for label, p in paths.items()}
-            out[f"{runtime}/{threads}"] = interleaved(calls, runs, warmup)
-    return out
+def time_artifacts(artifacts: dict[str, dict[str, Path]], x: np.ndarray, runs: int, warmup: int,
+                   sessions: int = 1) -> dict[str, Any]:
+    """artifacts: runtime -> {label: path}. Returns "runtime/threads" -> label -> stats.
+
+    Each of ``sessions`` rounds opens every artifact afresh (a new interpreter / ORT session) and times them
+    round-robin. A fresh session lands at a different speed on this VM (the harness benchmark measured up to 34%
+    between sessions of one file), so one session per file cannot rank two files; the statistics reported are
+    the median over sessions of each session's median, p10 and CPU-time median.
+    """
+    per: dict[str, dict[str, list[dict[str, float]]]] = {}
+    for _ in range(sessions):
+        for threads in THREADS:
+            for runtime, paths in artifacts.items():
+                make = tflite_call if runtime == "tflite" else onnx_call
+                calls = {label: make(p, x, threads) for label, p in paths.items()}
+                for label, st in interleaved(calls, runs, warmup).items():
+                    per.setdefault(f"{runtime}/{threads}", {}).setdefault(label, []).append(st)
+                del calls
+    return {key: {label: _over_sessions(sts) for label, sts in labels.items()} for key, labels in per.items()}
+
+
+def _over_sessions(sts: list[dict[str, float]]) -> dict[str, Any]:
+    agg: dict[str, Any] = {k: statistics.median(st[k] for st in sts) for k in ("median", "p10", "p90", "cpu_median")}
+    agg.update(min=min(st["min"] for st in sts), runs=sum(st["runs"] for st in sts), sessions=len(sts),
+               session_medians=[round(st["median"], 4) for st in sts])
+    return agg
 
 
 # ------------------------------------------------------------------------------------------------- one network
@@ -426,7 +443,7 @@ def graph_stats(name: str, work: Path) -> dict[str, Any]:
 
 
 def bench_network(name: str, work: Path, runs: int, warmup: int, redo: bool,
-                  convert_only: bool = False) -> dict[str, Any]:
+                  convert_only: bool = False, sessions: int = 1) -> dict[str, Any]:
     from edge.models import get_info
 
     spec = SPECS[name]
@@ -465,8 +482,8 @@ def bench_network(name: str, work: Path, runs: int, warmup: int, redo: bool,
             if "path" in e:
                 artifacts[rt][f"edge-{prec}"] = Path(e["path"])
     rec["load_before_timing"] = _load()
-    rec["latency_ms"] = time_artifacts(artifacts, x, runs, warmup)
-    rec["runs"], rec["warmup"] = runs, warmup
+    rec["latency_ms"] = time_artifacts(artifacts, x, runs, warmup, sessions)
+    rec["runs"], rec["warmup"], rec["sessions"] = runs, warmup, sessions
     rec["load_end"] = _load()
     rec["finished"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     return rec
@@ -606,7 +623,12 @@ def write_doc(records: list[dict[str, Any]], doc: Path, meta: dict[str, Any]) ->
         "`edge.export.export(name, target, precision, channels_last=...)` of the deploy-form network: TFLite with "
         "`--channels-last` (NHWC I/O), ONNX and Core ML NCHW. int8 is edge's default W8A8 for each target.",
         "- Latency: batch 1, one natural photo, warm-up then round-robin runs (reference and edge alternating). "
-        "Cells are `median / p10` ms of wall time; LiteRT with its default XNNPACK delegate, ONNX Runtime CPU EP "
+        + (f"Each artifact was opened afresh in {records[0].get('sessions', 1)} sessions (a new interpreter or ORT "
+           "session per round; on this VM a fresh session lands at a different speed, up to 34% apart for one file "
+           "in [harness-bench.md](harness-bench.md), so one session per file cannot rank two files); cells are "
+           "the median over sessions of each session's `median / p10`, in ms of wall time; "
+           if records and records[0].get("sessions", 1) > 1 else "Cells are `median / p10` ms of wall time; ")
+        + "LiteRT with its default XNNPACK delegate, ONNX Runtime CPU EP "
         "with `intra_op_num_threads` = threads.",
         "",
         "## Layout ops",
@@ -671,7 +693,8 @@ def write_doc(records: list[dict[str, Any]], doc: Path, meta: dict[str, Any]) ->
         L.append(f"- **{r['model']}**: reference weights: {r.get('reference_weights')}"
                  + (f" (reference vs edge PyTorch max abs diff {r['reference_vs_edge_max_abs']:.2e})"
                     if r.get("reference_vs_edge_max_abs") is not None else "")
-                 + f"; {r['runs']} runs after {r['warmup']} warm-up; load {r['load_start']} -> {r['load_end']}.")
+                 + f"; {r.get('sessions', 1)} x {r['runs']} runs after {r['warmup']} warm-up; "
+                 f"load {r['load_start']} -> {r['load_end']}.")
         for k, v in (r.get("reference_notes") or {}).items():
             L.append(f"  - reference {k.replace('_', ' ')}: {v}")
         for k, e in r["edge"].items():
@@ -701,8 +724,10 @@ def latest(path: Path) -> list[dict[str, Any]]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", nargs="+", default=list(SPECS), choices=list(SPECS))
-    ap.add_argument("--quick", action="store_true", help="20 timed runs after 3 warm-up (default 60 after 5)")
-    ap.add_argument("--runs", type=int, help="timed runs per artifact and thread count")
+    ap.add_argument("--quick", action="store_true",
+                    help="2 sessions of 20 timed runs after 3 warm-up (default 5 sessions of 40 after 5)")
+    ap.add_argument("--runs", type=int, help="timed runs per artifact, thread count and session")
+    ap.add_argument("--sessions", type=int, help="fresh sessions per artifact and thread count (default 5, quick 2)")
     ap.add_argument("--work", default=str(ROOT / "out" / "fast-artifacts"), help="artifact cache and results.jsonl")
     ap.add_argument("--reconvert", action="store_true", help="convert again even when cached artifacts exist")
     ap.add_argument("--convert-only", action="store_true",
@@ -711,7 +736,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--doc-only", action="store_true", help="rewrite the doc from WORK/results.jsonl")
     ap.add_argument("--notes", default="", help="markdown appended to the doc under 'Notes'")
     args = ap.parse_args(argv)
-    runs = args.runs or (20 if args.quick else 60)
+    runs = args.runs or (20 if args.quick else 40)
+    sessions = args.sessions or (2 if args.quick else 5)
     warmup = 3 if args.quick else 5
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
@@ -726,7 +752,7 @@ def main(argv: list[str] | None = None) -> int:
                                                                                   else argv)}
         for name in args.models:
             t0 = time.perf_counter()
-            rec = bench_network(name, work, runs, warmup, args.reconvert, args.convert_only)
+            rec = bench_network(name, work, runs, warmup, args.reconvert, args.convert_only, sessions)
             if args.convert_only:
                 print(f"{name}: converted in {time.perf_counter() - t0:.0f}s", flush=True)
                 continue
