@@ -397,12 +397,16 @@ def _export_group(group: Sequence[Case], out: Path, log: Callable[[str], None]) 
         res = export(first.model, target=targets, precision=first.precision, out=out, name=first.name,
                      img_size=first.img_size, checkpoint=first.checkpoint, options=dict(first.options) or None,
                      strict=False, progress=_quiet_progress())
-    except EdgeError as e:
+    except Exception as e:
+        per_target = getattr(e, "errors", None) or ([e] if getattr(e, "target", None) else [])
+        if len(group) > 1 and not per_target:
+            # an error about the whole call (one target refusing the precision, say): judge each case alone
+            return [r for case in group for r in _export_group([case], out, log)]
+        if not isinstance(e, EdgeError):  # a converter crash is a failed conversion, not a crash of the gate
+            e = EdgeError(f"{type(e).__name__}: {e}")
         res = list(getattr(e, "results", []))
-        for err in getattr(e, "errors", [e]):
+        for err in per_target or [e]:
             errors[getattr(err, "target", None) or ""] = f"{err}"
-    except Exception as e:  # a converter crash is a failed conversion, not a crash of the gate
-        res, errors[""] = [], f"{type(e).__name__}: {e}"
     seconds = time.perf_counter() - t
     written = {er.target: er for er in res}
     together = f"; {len(group)} targets exported together in {seconds:.1f}s" if len(group) > 1 else ""

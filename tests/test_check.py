@@ -328,3 +328,22 @@ def test_targets_of_one_model_are_exported_together(tmp_path, monkeypatch, capsy
     assert "converter state went missing" in failures[("edge-check.tiny/coreml-fp32", "export")]
     assert (tmp_path / "out" / "tiny" / "onnx-fp32" / "model.onnx").is_file()
     assert not (tmp_path / "out" / "tiny" / "coreml-fp32").exists()
+
+
+def test_a_target_refusing_the_precision_fails_only_its_own_case(tmp_path):
+    """Core ML has no dynamic-range int8: the one export call for both targets is refused as a whole, so the gate
+    exports each case alone and only the Core ML case fails, with the reason."""
+    from edge.check import run_check
+
+    (tmp_path / "tiny.py").write_text(TINY)
+    cfg = config_from_dict({"defaults": {"out": "out", "latency": False},
+                            "check": [{"model": "tiny.py:tiny", "name": "tiny", "targets": ["onnx", "coreml"],
+                                       "precisions": ["int8dyn"], "img_size": 64}]}, base=tmp_path)
+    lines: list[str] = []
+    report = run_check(cfg, log=lines.append)
+    steps = {r.case.id: r.step("export") for r in report.results}
+    assert steps["tiny/onnx-int8dyn"].status == PASS, steps
+    assert steps["tiny/coreml-int8dyn"].status == FAIL
+    assert "coreml does not support --int8-dynamic" in steps["tiny/coreml-int8dyn"].message
+    assert [ln for ln in lines if "exporting" in ln] == [
+        "[tiny int8dyn] exporting onnx, coreml", "[tiny int8dyn] exporting onnx", "[tiny int8dyn] exporting coreml"]
