@@ -214,8 +214,8 @@ def _engine_why(ctx: ExportContext, engine: str) -> str:
 # Families whose W8A8 file ran slower than their fp32 file on every CPU measured; the manifest says so.
 INT8_SLOWER_ON_CPU = {
     "mobileformer": "but not for Mobile-Former on a CPU: its int8 file ran slower than fp32 in XNNPACK on both x86 "
-                    "CPUs measured (0.83x AVX2, 0.49-0.59x AVX-512 VNNI), because its dynamic ReLUs' int8 "
-                    "element-wise ops are slower than float ones (docs/quantization.md); there use fp32 or fp16",
+                    "CPUs measured (0.77-0.83x AVX2, 0.49-0.59x AVX-512 VNNI; docs/quantization.md); there use "
+                    "fp32 or fp16",
 }
 
 
