@@ -345,6 +345,132 @@ def float_islands(model: object, ops: tuple[str, ...] = FLOAT_ISLAND_OPS) -> int
     return changed
 
 
+# --- float graphs about to be quantized ---------------------------------------------------------------------------
+
+
+def _float_tensor(sg: object, shape: list[int], name: str) -> int:
+    """Append a float32 activation tensor; return its index."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    t = schema.TensorT()
+    t.shape, t.type, t.name = np.asarray(shape, np.int32), schema.TensorType.FLOAT32, name.encode()
+    sg.tensors.append(t)
+    return len(sg.tensors) - 1
+
+
+def _float_const(model: object, sg: object, data: np.ndarray, name: str) -> int:
+    """Append a float32 constant tensor (and its buffer); return its index."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    index = _float_tensor(sg, list(data.shape), name)
+    buffer = schema.BufferT()
+    buffer.data = np.ascontiguousarray(data, np.float32).reshape(-1).view(np.uint8)
+    model.buffers.append(buffer)
+    sg.tensors[index].buffer = len(model.buffers) - 1
+    return index
+
+
+def _float_data(model: object, sg: object, index: int) -> np.ndarray | None:
+    """The values of a float32 constant tensor, or None for an activation or another type."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    t = sg.tensors[index]
+    data = model.buffers[t.buffer].data if 0 < t.buffer < len(model.buffers) else None
+    if t.type != schema.TensorType.FLOAT32 or data is None or not len(data):
+        return None
+    return np.frombuffer(bytes(bytearray(data)), np.float32).reshape([int(s) for s in t.shape])
+
+
+def _reshape_op(model: object, sg: object, src: int, dst: int, shape: list[int]) -> object:
+    from ai_edge_litert import schema_py_generated as schema
+
+    opts = schema.ReshapeOptionsT()
+    opts.newShape = list(shape)
+    name = f"{sg.tensors[dst].name.decode()}/shape"
+    return _new_op(model, "RESHAPE", [src, _const_int32(model, sg, list(shape), name)], [dst], opts,
+                   schema.BuiltinOptions.ReshapeOptions)
+
+
+def head_sums_as_convs(model: object) -> int:
+    """Write each per-head projection summed over the heads as one CONV_2D; return how many.
+
+    EfficientFormerV2's NHWC attention projects its heads with ``(h, N, c) @ W(h, c, C)`` summed over h (a
+    BATCH_MATMUL with a constant operand, a RESHAPE, a SUM over the head axis), so that no transpose is needed. The
+    same numbers are a convolution with an (h x 1) kernel over the ``(1, h, N, c)`` view of the heads: out[n, o] =
+    sum over kh, i of x[kh, n, i] * W[kh, i, o]. Integer recipes keep BATCH_MATMUL float, so the projection -- the
+    largest matmul of each attention -- ran in float inside int8 graphs; as a CONV_2D it gets per-channel int8
+    weights and XNNPACK's integer GEMM (EfficientFormerV2-S0 int8: 1.49x -> 1.77x fp32's speed on a VNNI/AMX
+    Xeon, benchmarks/bench_fast_artifacts.py). In float it is as fast as the matmul, so only graphs about to be
+    quantized get it.
+    """
+    from ai_edge_litert import schema_py_generated as schema
+
+    op_code = _op_codes(model)
+    (bmm,), (reshape,), (reduce_sum,), (add_code,) = (_codes(n) for n in ("BATCH_MATMUL", "RESHAPE", "SUM", "ADD"))
+    changed = 0
+    for index, sg in enumerate(model.subgraphs):
+        readers: dict[int, list[object]] = {}
+        for op in sg.operators:
+            for i in op.inputs:
+                readers.setdefault(int(i), []).append(op)
+        outputs = {int(o) for o in sg.outputs}
+
+        def sole_reader(i: int, code: int, readers: dict = readers, outputs: set = outputs) -> object | None:
+            r = readers.get(i, [])
+            return r[0] if len(r) == 1 and i not in outputs and op_code[r[0].opcodeIndex] == code else None
+
+        replaced: dict[int, list[object]] = {}  # id of the SUM (or of the bias ADD after it) -> its replacement
+        gone: set[int] = set()
+        for op in sg.operators:
+            opts = op.builtinOptions
+            if op_code[op.opcodeIndex] != bmm or (opts is not None and (opts.adjX or opts.adjY)):
+                continue
+            x, y = int(op.inputs[0]), int(op.outputs[0])
+            w = _float_data(model, sg, int(op.inputs[1]))
+            x_shape = [int(s) for s in sg.tensors[x].shape]
+            if w is None or w.ndim != 3 or len(x_shape) != 3 or x_shape[0] != w.shape[0] or x_shape[2] != w.shape[1]:
+                continue
+            heads, n, c = x_shape
+            view = sole_reader(y, reshape)
+            total = sole_reader(int(view.outputs[0]), reduce_sum) if view is not None else None
+            if total is None or [int(s) for s in sg.tensors[int(view.outputs[0])].shape] != [1, heads, n, w.shape[2]]:
+                continue
+            axis = _perm(model, sg, int(total.inputs[1]))
+            if axis not in ([1], [-3]):
+                continue
+            s, last, act = int(total.outputs[0]), total, schema.ActivationFunctionType.NONE
+            b = np.zeros(w.shape[2], np.float32)
+            add = sole_reader(s, add_code)
+            if add is not None:
+                other = [int(i) for i in add.inputs if int(i) != s]
+                const = _float_data(model, sg, other[0]) if len(other) == 1 else None
+                if const is not None and const.size == b.size and const.shape[-1] == b.size:
+                    # the bias add (and the activation fused into it) joins the conv
+                    b, s, last = const.reshape(-1), int(add.outputs[0]), add
+                    act = add.builtinOptions.fusedActivationFunction if add.builtinOptions is not None else act
+            name = sg.tensors[s].name.decode()
+            x4 = _float_tensor(sg, [1, heads, n, c], f"{name}/heads_nhwc")
+            y4 = _float_tensor(sg, [1, 1, n, w.shape[2]], f"{name}/conv")
+            kernel = _float_const(model, sg, w.transpose(2, 0, 1)[:, :, None, :], f"{name}/kernel")  # (C, h, 1, c)
+            bias = _float_const(model, sg, b, f"{name}/bias")
+            conv_opts = schema.Conv2DOptionsT()
+            conv_opts.padding, conv_opts.fusedActivationFunction = schema.Padding.VALID, act
+            conv_opts.strideH = conv_opts.strideW = conv_opts.dilationHFactor = conv_opts.dilationWFactor = 1
+            replaced[id(last)] = [
+                _reshape_op(model, sg, x, x4, [1, heads, n, c]),
+                _new_op(model, "CONV_2D", [x4, kernel, bias], [y4], conv_opts, schema.BuiltinOptions.Conv2DOptions),
+                _reshape_op(model, sg, y4, s, [int(d) for d in sg.tensors[s].shape]),
+            ]
+            gone |= {id(op), id(view), id(total)} - {id(last)}
+            changed += 1
+        if replaced:
+            sg.operators = [new for op in sg.operators if id(op) not in gone for new in replaced.get(id(op), [op])]
+            _drop_unused_tensors(model, index, sg)
+    return changed
+
+
+INTEGER_REWRITES = {"head_sums_as_convs": head_sums_as_convs}
+
 REWRITES = {"transposes_folded": fold_transposes, "nearest_resizes_fixed": torch_nearest_resize,
             "add_input_scales_raised": raise_add_input_scales, "maximums_as_sub_add": maximum_as_sub_add,
             "float_islands": float_islands}
@@ -451,11 +577,11 @@ def _drop_unused_tensors(model: object, index: int, sg: object) -> None:
     sg.tensors = [t for i, t in enumerate(sg.tensors) if i in used]
 
 
-def rewrite_in_place(path: Path) -> dict[str, int]:
+def rewrite_in_place(path: Path, rewrites: dict[str, Any] | None = None) -> dict[str, int]:
     """Rewrite a .tflite file (through a temporary file, renamed); return the count per rewrite."""
     from edge._io import atomic_path
 
-    out, counts = rewrite(path.read_bytes())
+    out, counts = rewrite(path.read_bytes(), rewrites)
     if any(counts.values()):
         with atomic_path(path) as tmp:
             tmp.write_bytes(out)

@@ -140,3 +140,24 @@ class HeadWeights(torch.nn.Module):
         t = torch.relu(self.conv(x)).flatten(2).transpose(1, 2)  # [B, N, 8]
         h = torch.matmul(t.unsqueeze(1), self.w)  # [B, 2, N, 4]
         return self.head(h.transpose(1, 2).flatten(2).mean(1))
+
+
+class HeadSum(torch.nn.Module):
+    """EfficientFormerV2's NHWC attention output projection: per-head tokens (B, h, N, c) times per-head weights
+    (h, c, C), summed over the heads, plus a bias (the converter writes BATCH_MATMUL, RESHAPE, SUM, ADD)."""
+
+    def __init__(self, heads: int = 4, c: int = 6, out: int = 12) -> None:
+        super().__init__()
+        g = torch.Generator().manual_seed(3)
+        self.heads = heads
+        self.conv = torch.nn.Conv2d(3, heads * c, 3, 2, 1)
+        self.w = torch.nn.Parameter(torch.randn(heads, c, out, generator=g) * 0.3)
+        self.b = torch.nn.Parameter(torch.randn(out, generator=g) * 0.1)
+        self.head = torch.nn.Linear(out, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        f = torch.relu(self.conv(x))
+        b, hc, hh, ww = f.shape
+        t = f.permute(0, 2, 3, 1).reshape(b, hh * ww, self.heads, hc // self.heads).permute(0, 2, 1, 3)
+        y = (t @ self.w).sum(dim=1) + self.b  # (B, N, out)
+        return self.head(torch.relu(y).mean(1))

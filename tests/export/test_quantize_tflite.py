@@ -19,7 +19,7 @@ from edge.export.quantize import quantize
 from edge.export.quantize.tflite import FLOAT_OPS
 from edge.export.targets import TARGETS
 from edge.export.tflite_graph import FLOAT_ISLAND_OPS
-from tests.export.quantize_nets import calibrated_tiny, gate, make_ctx, shared_for
+from tests.export.quantize_nets import HeadSum, calibrated_tiny, gate, make_ctx, shared_for
 
 
 @pytest.fixture(scope="module")
@@ -98,6 +98,26 @@ def test_int8_is_full_integer_with_int8_io_recorded_for_the_gate(int8) -> None:
     # per-channel zero points (one all-zero int64 vector per quantized weight) are written once per length
     assert q["packing"]["vectors_shared"] > 0 and q["packing"]["bytes_saved"] > 0
     json.dumps(q)
+
+
+def test_head_sum_projection_becomes_an_int8_convolution(tmp_path) -> None:
+    """EfficientFormerV2's NHWC attention projects its heads with a constant-weight BATCH_MATMUL summed over the
+    heads; W8A8 keeps BATCH_MATMUL float, so the float graph is rewritten first and the projection comes out as an
+    int8 CONV_2D with per-channel weights (XNNPACK's integer GEMM) computing the same sum."""
+    net = HeadSum().eval()
+    shared = shared_for(net)
+    fp32 = TARGETS["tflite"].convert(make_ctx(net, "tflite", "fp32", tmp_path / "fp32", shared))
+    assert _graph(fp32)[0]["BATCH_MATMUL"] == 1  # the fp32 artifact keeps the matmul
+    ctx = make_ctx(net, "tflite", "int8", tmp_path / "int8", shared, QuantOptions(), float_artifact=fp32)
+    path = quantize(ctx)
+    assert ctx.extras["graph_rewrites"]["head_sums_as_convs"] == 1
+    ops, by_type, _, _ = _graph(path)
+    assert ops["BATCH_MATMUL"] == 0 and ops["SUM"] == 0 and by_type["CONV_2D"] == 0
+    it = Interpreter(model_path=str(path))
+    (kernel,) = [t for t in it.get_tensor_details() if list(t["shape"]) == [12, 4, 1, 6]]
+    assert kernel["dtype"] == np.int8 and len(kernel["quantization_parameters"]["scales"]) == 12
+    report = gate(ctx, path)
+    assert report["passed"], report["failures"]
 
 
 def test_int8_layers_and_auto_mixed(int8) -> None:

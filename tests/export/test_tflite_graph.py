@@ -1,5 +1,6 @@
 """The TFLite rewrites (edge.export.tflite_graph): key transposes folded into BATCH_MATMUL ``adj_y``,
-RESIZE_NEAREST_NEIGHBOR given PyTorch's ``nearest`` index rule, and repeated vectors stored once.
+RESIZE_NEAREST_NEIGHBOR given PyTorch's ``nearest`` index rule, repeated vectors stored once, and per-head
+projections summed over heads written as one convolution before quantization.
 
 Converted with the real litert-torch and run in the real LiteRT interpreter, both with its reference kernels and
 with the default XNNPACK delegate: the rewritten graph must compute what the converter's graph computes.
@@ -16,6 +17,7 @@ import pytest
 import torch
 
 from edge.export.tflite_graph import (
+    INTEGER_REWRITES,
     float_islands,
     maximum_as_sub_add,
     raise_add_input_scales,
@@ -309,3 +311,52 @@ def test_int8_rewrites_keep_the_numbers(int8_splitters, delegate, tmp_path) -> N
         return float(10 * np.log10((ref ** 2).sum() / ((got - ref) ** 2).sum()))
 
     assert sqnr(got_a) >= sqnr(got_b) - 0.5, (sqnr(got_a), sqnr(got_b))  # 0.5 dB: a few ties of one step
+
+
+@pytest.fixture(scope="module")
+def head_sum(tmp_path_factory) -> tuple[Path, Path, dict[str, int]]:
+    import litert_torch
+
+    from tests.export.quantize_nets import HeadSum
+
+    d = tmp_path_factory.mktemp("head-sum")
+    before = d / "before.tflite"
+    litert_torch.convert(HeadSum().eval(), (torch.randn(1, 3, 16, 16),)).export(str(before))
+    out, counts = rewrite(before.read_bytes(), INTEGER_REWRITES)
+    after = d / "after.tflite"
+    after.write_bytes(out)
+    return before, after, counts
+
+
+def test_head_sum_becomes_one_convolution(head_sum) -> None:
+    before, after, counts = head_sum
+    assert counts == {"head_sums_as_convs": 1}
+    _, ops_b = ops_of(before, delegate=False)
+    _, ops_a = ops_of(after, delegate=False)
+    b, a = Counter(ops_b), Counter(ops_a)
+    assert b["BATCH_MATMUL"] == 1 and b["SUM"] == 1  # what the converter writes for (t @ w).sum(1) + b
+    assert a["BATCH_MATMUL"] == 0 and a["SUM"] == 0 and a["CONV_2D"] == b["CONV_2D"] + 1
+    assert a["ADD"] == b["ADD"] - 1  # the bias joined the convolution, with the ReLU the converter fused into it
+    from ai_edge_litert import schema_py_generated as schema
+
+    model = schema.ModelT.InitFromPackedBuf(bytearray(after.read_bytes()), 0)
+    sg = model.subgraphs[0]
+    code = [max(c.builtinCode, c.deprecatedBuiltinCode) for c in model.operatorCodes]
+    (conv,) = [op for op in sg.operators if code[op.opcodeIndex] == schema.BuiltinOperator.CONV_2D
+               and list(sg.tensors[int(op.inputs[1])].shape)[1:3] != [3, 3]]
+    assert list(sg.tensors[int(conv.inputs[1])].shape) == [12, 4, 1, 6]  # (C, heads, 1, c): an (h x 1) kernel
+    assert conv.builtinOptions.fusedActivationFunction == schema.ActivationFunctionType.RELU
+    # fp32 artifacts keep the matmul: in float it is as fast, and the default rewrites leave it alone
+    assert rewrite(before.read_bytes())[1].get("head_sums_as_convs") is None
+
+
+@pytest.mark.parametrize("delegate", [False, True], ids=["reference-kernels", "xnnpack"])
+def test_head_sum_convolution_computes_the_same(head_sum, delegate) -> None:
+    before, after, _ = head_sum
+    assert misaligned_buffers(after) == []
+    x = np.random.default_rng(4).standard_normal((1, 3, 16, 16)).astype(np.float32)
+    interp_b, _ = ops_of(before, delegate)
+    interp_a, ops = ops_of(after, delegate)
+    if delegate:
+        assert ops.count("DELEGATE") == 1
+    np.testing.assert_allclose(run(interp_a, x)[0], run(interp_b, x)[0], rtol=1e-5, atol=1e-6)

@@ -43,7 +43,7 @@ from edge.export.quantize.calibration import (
     warn_unused_calibration,
 )
 from edge.export.quantize.fidelity import close_names, module_path_of_tflite_name
-from edge.export.tflite_graph import rewrite_in_place, share_repeated_vectors
+from edge.export.tflite_graph import INTEGER_REWRITES, rewrite_in_place, share_repeated_vectors
 
 if TYPE_CHECKING:
     import torch
@@ -98,6 +98,9 @@ def quantize(ctx: ExportContext) -> Path:
     try:
         float_copy = tmp / "float.tflite"
         shutil.copyfile(ctx.float_artifact, float_copy)
+        engine = choose_engine(ctx)
+        # PT2E quantizes the PyTorch program, not this file
+        pre_rewrites = rewrite_in_place(float_copy, INTEGER_REWRITES) if engine == "aeq" else {}
         graph = TfliteGraph(float_copy)
         calib = None
         if ctx.precision in NO_CALIBRATION:
@@ -106,7 +109,6 @@ def quantize(ctx: ExportContext) -> Path:
                 note(ctx, f"--float-io has no effect on {ctx.precision}: its input and output are already float")
         else:
             calib = calibration_set(ctx)
-        engine = choose_engine(ctx)
         nhwc = bool(ctx.options.channels_last)
         if engine == "pt2e":
             excluded = list(q.keep_float)
@@ -136,7 +138,7 @@ def quantize(ctx: ExportContext) -> Path:
             excluded=excluded, layer_fn=layer_fn, layer_input=fidelity.io_layout(ctx))
         artifact = report.pop("_artifact")
         if engine == "aeq":  # the float graph's rewrites, then the quantized graph's
-            done = aeq_cache.get("rewrites", {}).get(str(artifact), {})
+            done = {**pre_rewrites, **aeq_cache.get("rewrites", {}).get(str(artifact), {})}
             before = ctx.extras.get("graph_rewrites") or {}
             ctx.extras["graph_rewrites"] = {k: before.get(k, 0) + done.get(k, 0) for k in {**before, **done}}
         final = Path(ctx.workdir) / ARTIFACT
