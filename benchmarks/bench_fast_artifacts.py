@@ -356,9 +356,10 @@ def time_artifacts(artifacts: dict[str, dict[str, Path]], x: np.ndarray, runs: i
     """artifacts: runtime -> {label: path}. Returns "runtime/threads" -> label -> stats.
 
     Each of ``sessions`` rounds opens every artifact afresh (a new interpreter / ORT session) and times them
-    round-robin. A fresh session lands at a different speed on this VM (the harness benchmark measured up to 34%
-    between sessions of one file), so one session per file cannot rank two files; the statistics reported are
-    the median over sessions of each session's median, p10 and CPU-time median.
+    round-robin. This VM's speed level moves every few seconds (one session switches between two levels 10-13
+    times a minute, ``session_spread.py --series``), so only files timed in the same round compare fairly and one
+    round cannot rank two files; the statistics reported are the median over sessions of each session's median,
+    p10 and CPU-time median, and the speed verdicts use per-round ratios (``_paired``).
     """
     per: dict[str, dict[str, list[dict[str, float]]]] = {}
     for _ in range(sessions):
@@ -618,6 +619,15 @@ def goals(rec: dict[str, Any]) -> list[tuple[str, str, str]]:
     return out
 
 
+def _int8_path(isa: list[str]) -> str:
+    """Which instructions XNNPACK's int8 kernels get on this CPU: the speed-up int8 can have depends on it."""
+    if "amx_int8" in isa:
+        return "int8 GEMMs run on AMX tiles, depthwise convolutions on AVX-512"
+    if "avx512_vnni" in isa or "avx_vnni" in isa:
+        return "int8 dot products through VNNI"
+    return "no VNNI: int8 dot products go through AVX2"
+
+
 def write_doc(records: list[dict[str, Any]], doc: Path, meta: dict[str, Any]) -> None:
     from edge._io import write_text
 
@@ -628,9 +638,9 @@ def write_doc(records: list[dict[str, Any]], doc: Path, meta: dict[str, Any]) ->
         f"Generated {meta['date']} by `{meta['command']}`"
         + (" (**--quick**: fewer timed runs, so medians are less certain)" if meta.get("quick") else "") + ".",
         "",
-        f"- Machine: {m['cpu']}, {m['cores']} logical cores, ISA {', '.join(m['isa']) or '?'} (no VNNI: int8 dot "
-        f"products go through AVX2), {m['os']}, Python {m['python']}. The same artifacts timed on a CPU with "
-        "VNNI and AMX: [fast-artifacts-other-cpu.md](fast-artifacts-other-cpu.md).",
+        f"- Machine: {m['cpu']}, {m['cores']} logical cores, ISA {', '.join(m['isa']) or '?'} "
+        f"({_int8_path(m['isa'])}), {m['os']}, Python {m['python']}. "
+        "Other CPUs: [fast-artifacts-other-cpu.md](fast-artifacts-other-cpu.md).",
         f"- Load average (1/5/15 min) at start {meta['load_start']}, at end {meta['load_end']}. "
         + ("**The machine was shared with other jobs** (load above its core count), so wall-clock latency is "
            "inflated and noisy. " if max(meta["load_start"][0], meta["load_end"][0]) > m["cores"] else
@@ -645,8 +655,9 @@ def write_doc(records: list[dict[str, Any]], doc: Path, meta: dict[str, Any]) ->
         "`--channels-last` (NHWC I/O), ONNX and Core ML NCHW. int8 is edge's default W8A8 for each target.",
         "- Latency: batch 1, one natural photo, warm-up then round-robin runs (reference and edge alternating). "
         + (f"Each artifact was opened afresh in {records[0].get('sessions', 1)} sessions (a new interpreter or ORT "
-           "session per round; on this VM a fresh session lands at a different speed, up to 34% apart for one file "
-           "in [harness-bench.md](harness-bench.md), so one session per file cannot rank two files); cells are "
+           "session per round; this VM's speed level moves every few seconds, up to 73% apart for one file inside "
+           "one session, `benchmarks/session_spread.py --series`, so only files timed in the same round compare "
+           "fairly); cells are "
            "the median over sessions of each session's `median / p10`, in ms of wall time; "
            if records and records[0].get("sessions", 1) > 1 else "Cells are `median / p10` ms of wall time; ")
         + "LiteRT with its default XNNPACK delegate, ONNX Runtime CPU EP "

@@ -8,6 +8,10 @@ interleaved, and reports for each setting the spread of the session medians ((ma
 spread inside a session (p90 / p10 of its runs). Session medians that differ far more than runs inside a session
 do mean that a fresh session lands at a different speed; pinning tests whether core placement is the cause.
 It imports only numpy and ai-edge-litert, so it runs on any machine the artifacts are copied to.
+
+``--series SECONDS`` asks the question the other way round: one session only, timed for that long, its median
+reported per second. Levels that switch inside one session belong to the machine (its other tenants, its clock),
+not to the session, and no choice of session can remove them; only timing the files to compare interleaved can.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import argparse
 import json
 import os
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +35,30 @@ def session(path: str, runs: int, warmup: int) -> tuple[float, float]:
     return float(np.median(ts_ms)), float(np.percentile(ts_ms, 90) / np.percentile(ts_ms, 10))
 
 
+def series(path: str, seconds: float, warmup: int) -> dict[str, object]:
+    """Per-second medians (ms) of one session invoked back to back for ``seconds``."""
+    from bench_harness import fresh_interpreter
+
+    it = fresh_interpreter(path)
+    for _ in range(warmup):
+        it.invoke()
+    per_second: list[float] = []
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        ts, t_end = [], time.perf_counter() + 1.0
+        while time.perf_counter() < t_end:
+            t0 = time.perf_counter()
+            it.invoke()
+            ts.append(time.perf_counter() - t0)
+        per_second.append(1e3 * float(np.median(ts)))
+    ms = np.asarray(per_second)
+    fast = float(np.min(ms))
+    slow_share = float(np.mean(ms > 1.15 * fast))  # seconds at least 15% slower than the fastest second
+    switches = int(np.sum((ms[1:] > 1.15 * fast) != (ms[:-1] > 1.15 * fast)))
+    return {"per_second_ms": [round(v, 3) for v in ms], "spread_pct": round(100 * float(np.ptp(ms) / np.median(ms)), 1),
+            "slow_seconds_share": round(slow_share, 3), "level_switches": switches}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("models", nargs="+")
@@ -38,7 +67,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--warmup", type=int, default=10)
     ap.add_argument("--core", type=int, default=None, help="core to pin to (default: the last one allowed)")
     ap.add_argument("--json", help="write the results here")
+    ap.add_argument("--series", type=float, default=None, metavar="SECONDS",
+                    help="time one session for this long instead, per-second medians")
     args = ap.parse_args(argv)
+    if args.series is not None:
+        out = {}
+        for path in args.models:
+            out[path] = r = series(path, args.series, args.warmup)
+            print(f"{path}: one session, {len(r['per_second_ms'])} s: per-second medians "
+                  f"{min(r['per_second_ms']):.2f}-{max(r['per_second_ms']):.2f} ms (spread {r['spread_pct']}%), "
+                  f"{r['level_switches']} switches between levels, {100 * r['slow_seconds_share']:.0f}% of seconds "
+                  "slow", flush=True)
+        if args.json:
+            Path(args.json).write_text(json.dumps({"mode": "series", "results": out}, indent=1))
+        return 0
     allowed = sorted(os.sched_getaffinity(0))
     core = args.core if args.core is not None else allowed[-1]
     settings = {"unpinned": set(allowed), f"pinned to core {core}": {core}}

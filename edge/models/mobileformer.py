@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from edge.models._layers import fold_bn_into
 from edge.models._registry import ModelInfo, PaperNumbers, Preprocess, register
 
 ARXIV = "2108.05895"
@@ -34,6 +35,7 @@ BRIDGE_HEADS = 2  # Mobile->Former and Former->Mobile (attn_num_heads in the ref
 FORMER_HEADS = 4  # the Former's self-attention (the reference's GlobalBlock default, never overridden)
 HYPER_REDUCTION = 4  # token_dim // 4 hidden units in each dynamic-ReLU coefficient MLP
 FFN_EXPANSION = 2
+MAX_CONCAT_INPUTS = 5  # LiteRT's XNNPACK delegate leaves a CONCATENATION of more inputs to TFLite's own kernels
 
 
 def _scale_linear_(linear: nn.Linear, factor: float, shift: torch.Tensor | float = 0.0) -> None:
@@ -66,6 +68,66 @@ def _maybe_shuffle(groups: int, applies: bool) -> nn.Module:
 
 def _conv_bn(cin: int, cout: int, k: int = 1, stride: int = 1, groups: int = 1) -> list[nn.Module]:
     return [nn.Conv2d(cin, cout, k, stride, k // 2, groups=groups, bias=False), nn.BatchNorm2d(cout)]
+
+
+def _repeat_channels(x: torch.Tensor, copies: int) -> torch.Tensor:
+    """``x`` concatenated ``copies`` times along channels, no concatenation taking more than MAX_CONCAT_INPUTS."""
+    if copies <= MAX_CONCAT_INPUTS:
+        return torch.cat([x] * copies, dim=1)
+    head = torch.cat([x] * MAX_CONCAT_INPUTS, dim=1)
+    return torch.cat([head, _repeat_channels(x, copies - MAX_CONCAT_INPUTS)], dim=1)
+
+
+def _copy_major(channels: int, copies: int) -> torch.Tensor:
+    """For each output channel of :class:`RepeatedDepthwise`, the expanding conv's output channel it computes."""
+    p = torch.arange(channels * copies)
+    return (p % channels) * copies + p // channels
+
+
+class RepeatedDepthwise(nn.Module):
+    """Deploy form of an expanding depthwise conv (C -> m*C channels, one group per input channel).
+
+    Converters keep a channel multiplier m > 1 as one DEPTHWISE_CONV_2D, which XNNPACK's int8 path runs as a
+    grouped GEMM with m outputs per group: in Mobile-Former-294M's int8 TFLite those convs took most of the time
+    (0.51x fp32's speed). The same numbers come from the input repeated m times along channels (concatenations)
+    and a depthwise conv with multiplier 1, whose outputs are in copy-major order (copy j of channel c at j*C + c)
+    instead of channel-major (c*m + j); the layers that read them are permuted to match
+    (``_repeat_expanding_depthwise``).
+    """
+
+    def __init__(self, conv: nn.Conv2d) -> None:
+        super().__init__()
+        channels, self.copies = conv.in_channels, conv.out_channels // conv.in_channels
+        self.conv = nn.Conv2d(conv.out_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
+                              groups=conv.out_channels)
+        order = _copy_major(channels, self.copies)
+        with torch.no_grad():
+            self.conv.weight.copy_(conv.weight[order])
+            self.conv.bias.copy_(conv.bias[order] if conv.bias is not None else torch.zeros(conv.out_channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(_repeat_channels(x, self.copies))
+
+
+def _expands(conv: nn.Module) -> bool:
+    return (isinstance(conv, nn.Conv2d) and conv.groups == conv.in_channels > 1
+            and conv.out_channels > conv.in_channels)
+
+
+@torch.no_grad()
+def _repeat_expanding_depthwise(seq: nn.Sequential, readers: Sequence[nn.Conv2d]) -> torch.Tensor | None:
+    """In place: ``seq`` = (expanding depthwise conv, BatchNorm, ...) gets its BatchNorm folded and the conv
+    written as :class:`RepeatedDepthwise`; each conv in ``readers`` reads the new channel order. Returns the order
+    (new channel -> old channel) for the per-channel layers in between, or None when ``seq`` does not expand."""
+    conv, bn = seq[0], seq[1]
+    if not _expands(conv) or not isinstance(bn, nn.BatchNorm2d):
+        return None
+    fold_bn_into(conv, bn)
+    seq[0], seq[1] = RepeatedDepthwise(conv), nn.Identity()
+    order = _copy_major(conv.in_channels, conv.out_channels // conv.in_channels)
+    for reader in readers:
+        reader.weight.copy_(reader.weight[:, order].clone())
+    return order
 
 
 class TokenNorm(nn.LayerNorm):
@@ -125,6 +187,15 @@ class DyReLUCoefficients(nn.Module):
         if self.deployed:
             return self.hyper(token0.reshape(token0.shape[0], -1, 1, 1)) + self.shift
         return (self.hyper(token0) * 2.0 + self.shift).reshape(token0.shape[0], 2 * self.channels, 1, 1)
+
+    @torch.no_grad()
+    def permute_channels(self, order: torch.Tensor) -> None:
+        """Give the coefficients of channel ``order[i]`` to channel i (both halves, a1 and a2)."""
+        rows = torch.cat([order, order + self.channels])
+        last = self.hyper[2]
+        last.weight.copy_(last.weight[rows].clone())
+        last.bias.copy_(last.bias[rows].clone())
+        self.shift = self.shift.flatten()[rows].reshape(self.shift.shape)
 
     @torch.no_grad()
     def reparameterize(self) -> None:
@@ -294,6 +365,10 @@ class StemBlock(nn.Module):
         out = self.conv(x)
         return (out + x if self.identity else out), tokens
 
+    def reparameterize(self) -> None:
+        if not isinstance(self.conv[3], ChannelShuffle):  # a shuffle between would need its own permutation
+            _repeat_expanding_depthwise(self.conv, [self.conv[4]])
+
 
 class BottleneckBlock(Bridges):
     """Mobile-Former block with an inverted-bottleneck Mobile path (reference ``DnaBlock``).
@@ -353,6 +428,14 @@ class DoubleDwBlock(Bridges):
         out = self.conv4(self.act3(self.conv3(mid), self.hyper3(token0))) + mid
         out = self.global_local(out, tokens)
         return (out + x if self.identity else out), tokens
+
+    def reparameterize(self) -> None:
+        for dw, hyper, pw in ((self.conv1, self.hyper1, self.conv2), (self.conv3, self.hyper3, self.conv4)):
+            if isinstance(dw[-1], ChannelShuffle):  # a shuffle between would need its own permutation
+                continue
+            order = _repeat_expanding_depthwise(dw, [pw[0]])
+            if order is not None:
+                hyper.permute_channels(order)
 
 
 class MergeHead(nn.Module):

@@ -100,22 +100,34 @@ def test_int8_is_full_integer_with_int8_io_recorded_for_the_gate(int8) -> None:
     json.dumps(q)
 
 
-def test_head_sum_projection_becomes_an_int8_convolution(tmp_path) -> None:
-    """EfficientFormerV2's NHWC attention projects its heads with a constant-weight BATCH_MATMUL summed over the
-    heads; W8A8 keeps BATCH_MATMUL float, so the float graph is rewritten first and the projection comes out as an
-    int8 CONV_2D with per-channel weights (XNNPACK's integer GEMM) computing the same sum."""
+@pytest.fixture(scope="module")
+def head_sum_fp32(tmp_path_factory) -> tuple[HeadSum, dict, Path]:
     net = HeadSum().eval()
     shared = shared_for(net)
-    fp32 = TARGETS["tflite"].convert(make_ctx(net, "tflite", "fp32", tmp_path / "fp32", shared))
+    fp32 = TARGETS["tflite"].convert(make_ctx(net, "tflite", "fp32", tmp_path_factory.mktemp("head-sum"), shared))
     assert _graph(fp32)[0]["BATCH_MATMUL"] == 1  # the fp32 artifact keeps the matmul
-    ctx = make_ctx(net, "tflite", "int8", tmp_path / "int8", shared, QuantOptions(), float_artifact=fp32)
+    return net, shared, fp32
+
+
+@pytest.mark.parametrize("precision", ["int8", "w8a16", "int8dyn", "int8w"])
+def test_head_sum_projection_becomes_a_convolution(head_sum_fp32, precision, tmp_path) -> None:
+    """EfficientFormerV2's NHWC attention projects its heads with a constant-weight BATCH_MATMUL summed over the
+    heads; the integer recipes keep BATCH_MATMUL float, so the float graph is rewritten first and the projection
+    comes out as a CONV_2D with per-channel int8 weights (in W8A8 an int8 convolution: XNNPACK's integer GEMM)
+    computing the same sum."""
+    net, shared, fp32 = head_sum_fp32
+    shared = shared_for(net, precision)
+    ctx = make_ctx(net, "tflite", precision, tmp_path, shared, QuantOptions(), float_artifact=fp32)
     path = quantize(ctx)
     assert ctx.extras["graph_rewrites"]["head_sums_as_convs"] == 1
     ops, by_type, _, _ = _graph(path)
-    assert ops["BATCH_MATMUL"] == 0 and ops["SUM"] == 0 and by_type["CONV_2D"] == 0
+    assert ops["BATCH_MATMUL"] == 0 and ops["SUM"] == 0
     it = Interpreter(model_path=str(path))
-    (kernel,) = [t for t in it.get_tensor_details() if list(t["shape"]) == [12, 4, 1, 6]]
-    assert kernel["dtype"] == np.int8 and len(kernel["quantization_parameters"]["scales"]) == 12
+    # the (C, heads, 1, c) kernel, stored int8 per output channel (weight-only adds its dequantized float copy)
+    (kernel,) = [t for t in it.get_tensor_details() if list(t["shape"]) == [12, 4, 1, 6] and t["dtype"] == np.int8]
+    assert len(kernel["quantization_parameters"]["scales"]) == 12
+    if precision == "int8":
+        assert by_type["CONV_2D"] == 0  # integer compute, not only integer storage
     report = gate(ctx, path)
     assert report["passed"], report["failures"]
 
@@ -257,11 +269,3 @@ def test_constant_operand_batched_matmul_computes_in_float_and_runs(tmp_path, pr
     assert operands[0] == "int8", operands  # the constant (h, h) mixer: int8 in the file
     report = gate(ctx, path)  # runs the artifact in LiteRT (batch_matmul.cc raised before the fix)
     assert report["passed"], report["failures"]
-
-
-def test_recommended_runtime_says_where_int8_ran_slower_than_fp32() -> None:
-    from edge.export.quantize.tflite import recommended_runtime
-
-    assert "Mobile-Former" in recommended_runtime("int8", "mobileformer")
-    assert "slower" not in recommended_runtime("int8", "ghostnet")
-    assert "slower" not in recommended_runtime("int8w", "mobileformer")  # weight-only computes in float

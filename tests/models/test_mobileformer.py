@@ -589,3 +589,31 @@ def test_export_graph_is_layout_lean():
     assert permutes.count((0, 2, 3, 1)) == bridges and permutes.count((0, 3, 1, 2)) == 11
     assert set(transposes) == {3}
     assert softmaxes == 2 * bridges + 4 * 11  # 2 heads per bridge, 4 in each Former
+
+
+def _expanding_depthwise(model: nn.Module) -> list[nn.Conv2d]:
+    return [m for m in model.modules() if isinstance(m, nn.Conv2d) and m.groups == m.in_channels > 1
+            and m.out_channels > m.in_channels]
+
+
+@pytest.mark.parametrize("name", ["mobileformer-294m", "mobileformer-26m"])
+def test_deploy_form_repeats_inputs_instead_of_expanding_depthwise(name):
+    """Expanding depthwise convs (channel multiplier 2-6) become input copies + a multiplier-1 depthwise conv, with
+    the dynamic-ReLU slopes and the next pointwise conv permuted to the new channel order; the same numbers
+    (test_deploy_form_matches_training_form) and concatenations of at most MAX_CONCAT_INPUTS inputs. 26M keeps its
+    expanding convs: a channel shuffle sits between them and the pointwise conv."""
+    from edge.models.mobileformer import MAX_CONCAT_INPUTS, RepeatedDepthwise
+
+    model = _build(name)
+    expanding = _expanding_depthwise(model)
+    deployed = reparameterize_model(copy.deepcopy(model))
+    repeated = [m for m in deployed.modules() if isinstance(m, RepeatedDepthwise)]
+    if name == "mobileformer-26m":
+        assert not repeated and len(_expanding_depthwise(deployed)) == len(expanding)
+        return
+    assert len(repeated) == len(expanding) == 9 and not _expanding_depthwise(deployed)
+    assert sorted({r.copies for r in repeated}) == [2, 4, 6]
+    _, exported = _exported(name)
+    cats = [n for n in exported.graph.nodes if n.op == "call_function" and "cat" in str(n.target)
+            and len(set(n.args[0])) == 1]  # the input copies (the bridges concatenate different heads)
+    assert cats and max(len(n.args[0]) for n in cats) <= MAX_CONCAT_INPUTS

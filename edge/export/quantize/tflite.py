@@ -68,8 +68,10 @@ FLOAT_OPS = ("BATCH_MATMUL", "SOFTMAX", "GELU", "HARD_SWISH")
 # per-head projections) quantized by those recipes fails at run time in LiteRT's batch_matmul.cc
 # ("(lhs_data->type == kTfLiteFloat32 && rhs_data->type == kTfLiteInt8) || lhs_data->type == rhs_data->type").
 FLOAT_OPS_BY_PRECISION = {"int8": FLOAT_OPS, "w8a16": ("BATCH_MATMUL",), "int8dyn": ("BATCH_MATMUL",)}
-# ... but their constant operands are still stored int8, dequantized in front of the op (weight-only): the
-# attention families' per-head projections hold most of their weights (efficientformerv2-s0 W8A8: 0.50x fp32's
+# ... but their constant operands are still stored int8, dequantized in front of the op (weight-only). (The
+# largest of them, EfficientFormerV2's output projection summed over heads, is no BATCH_MATMUL any more by then:
+# INTEGER_REWRITES turn it into a CONV_2D, which computes in int8.) The attention families' per-head projections
+# hold most of their weights (efficientformerv2-s0 W8A8: 0.50x fp32's
 # size with them float, 0.31x with int8 weights, 0.28x once packed by tflite_graph.share_repeated_vectors; output
 # SQNR 26.1 dB either way; XNNPACK folds the DEQUANTIZE of a constant at load time). Matmuls of two activations
 # have no constant to store.
@@ -160,7 +162,7 @@ def quantize(ctx: ExportContext) -> Path:
             **report,
             "io_quantization": io_q,
             "packing": packing,
-            "recommended_runtime": recommended_runtime(ctx.precision, ctx.info.family if ctx.info else None),
+            "recommended_runtime": recommended_runtime(ctx.precision),
             "warnings": ctx.extras.pop("quant_warnings", []),
         }
         return final
@@ -213,25 +215,14 @@ def _engine_why(ctx: ExportContext, engine: str) -> str:
     return "default: full-integer graph (no measurement for this network)"
 
 
-# Families whose W8A8 file ran slower than their fp32 file on every CPU measured; the manifest says so.
-INT8_SLOWER_ON_CPU = {
-    "mobileformer": "but not for Mobile-Former on a CPU: its int8 file ran slower than fp32 in XNNPACK on both x86 "
-                    "CPUs measured (0.77-0.83x AVX2, 0.49-0.59x AVX-512 VNNI; docs/quantization.md); there use "
-                    "fp32 or fp16",
-}
-
-
-def recommended_runtime(precision: str, family: str | None = None) -> str:
-    advice = {
+def recommended_runtime(precision: str) -> str:
+    return {
         "int8": "LiteRT XNNPACK on ARM/x86 CPUs, and integer-only accelerators (Edge TPU, Hexagon/NNAPI, Ethos-U) "
                 "which need the full-integer graph and int8 I/O",
         "int8w": "any LiteRT CPU / GPU delegate: 4x smaller weights, float compute (XNNPACK dequantizes at load)",
         "w8a16": "LiteRT reference/XNNPACK 16x8 kernels and NPUs with A16W8 support: closer to fp32 than int8",
         "int8dyn": "LiteRT XNNPACK on CPUs when no calibration data exists: int8 matmuls, float activations",
     }[precision]
-    if precision == "int8" and family in INT8_SLOWER_ON_CPU:
-        advice += "; " + INT8_SLOWER_ON_CPU[family]
-    return advice
 
 
 def io_quantization(path: Path) -> dict[str, list[dict[str, Any]]]:
