@@ -71,11 +71,17 @@ def _conv_bn(cin: int, cout: int, k: int = 1, stride: int = 1, groups: int = 1) 
 
 
 def _repeat_channels(x: torch.Tensor, copies: int) -> torch.Tensor:
-    """``x`` concatenated ``copies`` times along channels, no concatenation taking more than MAX_CONCAT_INPUTS."""
+    """``x`` concatenated ``copies`` times along channels, no concatenation taking more than MAX_CONCAT_INPUTS.
+
+    More copies are a concatenation of concatenations, each read more than once: the converter folds a nested
+    concatenation that is read once back into one op with all the inputs (XNNPACK then leaves it out).
+    """
     if copies <= MAX_CONCAT_INPUTS:
         return torch.cat([x] * copies, dim=1)
-    head = torch.cat([x] * MAX_CONCAT_INPUTS, dim=1)
-    return torch.cat([head, _repeat_channels(x, copies - MAX_CONCAT_INPUTS)], dim=1)
+    inner = next((k for k in range(MAX_CONCAT_INPUTS, 1, -1) if copies % k == 0), None)
+    if inner is None or copies // inner == 1:  # a prime above the limit: one wide concatenation
+        return torch.cat([x] * copies, dim=1)
+    return _repeat_channels(_repeat_channels(x, inner), copies // inner)
 
 
 def _copy_major(channels: int, copies: int) -> torch.Tensor:

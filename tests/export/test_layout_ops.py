@@ -24,6 +24,7 @@ import dataclasses
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from edge.export import export
@@ -173,3 +174,39 @@ def test_deploy_forms_are_built_only_for_the_layouts_asked_for(efv2_model) -> No
             torch.testing.assert_close(form(x), ref, rtol=1e-4, atol=1e-4)
     plain = load(torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4)).eval(), name="plain")
     assert plain.deploy("nhwc") is plain.model  # no layout-specific modules: one form serves every layout
+
+
+@pytest.mark.parametrize("copies", [2, 6])
+def test_mobileformer_channel_copies_stay_whole_in_xnnpack(tmp_path, copies) -> None:
+    """Mobile-Former's deploy form repeats a map's channels before each expanding depthwise conv (up to 6 copies).
+    LiteRT's XNNPACK delegate takes a CONCATENATION of at most 5 inputs, and the converter folds a nested
+    concatenation read once back into one wide op; ``_repeat_channels`` writes 6 copies as two concatenations that
+    XNNPACK takes, so the delegate keeps the graph in one piece."""
+    import litert_torch
+    import torch
+
+    from edge.devices.runner import _litert_coverage
+    from edge.models.mobileformer import _repeat_channels
+    from tests.export.test_tflite_graph import ops_of
+
+    class Copies(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = torch.nn.Conv2d(8, 8, 1)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return _repeat_channels(self.conv(x), copies)
+
+    net = Copies().eval()
+    x = torch.randn(1, 8, 6, 6)
+    path = tmp_path / "copies.tflite"
+    litert_torch.convert(net, (x,)).export(str(path))
+    interp, ops = ops_of(path, delegate=True)
+    assert _litert_coverage(interp)["fallback_ops"] == {} and ops.count("DELEGATE") == 1
+    interp.set_tensor(interp.get_input_details()[0]["index"], x.numpy())
+    interp.invoke()
+    got = interp.get_tensor(interp.get_output_details()[0]["index"])
+    with torch.no_grad():
+        want = net(x).numpy()
+    assert got.shape == want.shape == (1, 8 * copies, 6, 6)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
