@@ -399,9 +399,9 @@ def head_sums_as_convs(model: object) -> int:
     same numbers are a convolution with an (h x 1) kernel over the ``(1, h, N, c)`` view of the heads: out[n, o] =
     sum over kh, i of x[kh, n, i] * W[kh, i, o]. Integer recipes keep BATCH_MATMUL float, so the projection -- the
     largest matmul of each attention -- ran in float inside int8 graphs; as a CONV_2D it gets per-channel int8
-    weights and XNNPACK's integer GEMM (EfficientFormerV2-S0 int8: 1.49x -> 1.77x fp32's speed on a VNNI/AMX
-    Xeon, benchmarks/bench_fast_artifacts.py). In float it is as fast as the matmul, so only graphs about to be
-    quantized get it.
+    weights and XNNPACK's integer GEMM (int8 over fp32 on an AMX Xeon, docs/fast-artifacts.md: EfficientFormerV2-S0
+    1.44x -> 1.75x, S2 1.80x -> 2.29x; the int8 outputs stay bit-identical). In float it is as fast as the matmul,
+    so only graphs about to be quantized get it.
     """
     from ai_edge_litert import schema_py_generated as schema
 

@@ -13,7 +13,9 @@ checkpoints load here by key identity. The network is written anew for export:
 * dynamic-ReLU coefficients come from token 0 through the per-layer MLP, reshaped once to ``[B, 2C, 1, 1]``;
 * ``reparameterize()`` folds BatchNorm (by the core), the attention scales, and the hard-sigmoid affine maps
   of dynamic ReLU and of the Mobile->Former gate into the neighbouring linear layers, runs the dynamic-ReLU MLPs
-  as 1x1 convs and spells LayerNorm out, so converters keep everything channels-last.
+  as 1x1 convs and spells LayerNorm out, so converters keep everything channels-last; expanding depthwise convs
+  become input copies and a multiplier-1 depthwise conv (:class:`RepeatedDepthwise`), which integer kernels run
+  far faster.
 
 Parameter and MAdds conventions (``count_paper_params`` / ``count_paper_macs``) are stated in the registry.
 """
@@ -94,8 +96,9 @@ class RepeatedDepthwise(nn.Module):
     """Deploy form of an expanding depthwise conv (C -> m*C channels, one group per input channel).
 
     Converters keep a channel multiplier m > 1 as one DEPTHWISE_CONV_2D, which XNNPACK's int8 path runs as a
-    grouped GEMM with m outputs per group: in Mobile-Former-294M's int8 TFLite those convs took most of the time
-    (0.51x fp32's speed). The same numbers come from the input repeated m times along channels (concatenations)
+    grouped GEMM with m outputs per group: in Mobile-Former-294M's int8 TFLite those convs took about 70% of the
+    time (int8 ran at 0.61x fp32's speed on an AMX Xeon; 1.43x with this form, docs/fast-artifacts.md). The same
+    numbers come from the input repeated m times along channels (concatenations)
     and a depthwise conv with multiplier 1, whose outputs are in copy-major order (copy j of channel c at j*C + c)
     instead of channel-major (c*m + j); the layers that read them are permuted to match
     (``_repeat_expanding_depthwise``).
