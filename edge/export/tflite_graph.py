@@ -11,6 +11,9 @@ whole, see the section below) and for correctness (PyTorch's nearest resize).
   file measured 20 dB against PyTorch. ``torch_nearest_resize`` sets ``half_pixel_centers=False``: LiteRT then
   computes exactly PyTorch's index. (``mode="nearest-exact"`` is decomposed to a gather by the converter and never
   becomes this op.)
+- Integer exports (``INTEGER_REWRITES``, applied to the float graph before ai-edge-quantizer): a per-head
+  projection summed over the heads becomes one CONV_2D, which computes in int8 where a BATCH_MATMUL would stay
+  float (``head_sums_as_convs``).
 
 The rewrites work on the flatbuffer's object API and touch nothing else. Files are written back with each constant
 buffer of 16 bytes or more on a 16-byte boundary (flatbuffers' Python packer alone aligns bytes to 1).
