@@ -32,13 +32,19 @@ import flatbuffers
 import numpy as np
 
 
-def _perm(model: object, sg: object, tensor_index: int) -> list[int] | None:
-    """The constant permutation held by a tensor, or None when it is not a constant buffer."""
+def _constant(model: object, sg: object, tensor_index: int, dtype: type) -> np.ndarray | None:
+    """The flat values of a constant tensor read as ``dtype``, or None when it has no buffer (an activation)."""
     t = sg.tensors[tensor_index]
-    data = model.buffers[t.buffer].data if t.buffer < len(model.buffers) else None
+    data = model.buffers[t.buffer].data if 0 < t.buffer < len(model.buffers) else None
     if data is None or len(data) == 0:
         return None
-    return np.frombuffer(bytes(bytearray(data)), dtype=np.int32).tolist()
+    return np.frombuffer(bytes(bytearray(data)), dtype=dtype)
+
+
+def _perm(model: object, sg: object, tensor_index: int) -> list[int] | None:
+    """The constant permutation held by a tensor, or None when it is not a constant buffer."""
+    values = _constant(model, sg, tensor_index, np.int32)
+    return None if values is None else values.tolist()
 
 
 def _swaps_last_two(perm: list[int] | None) -> bool:
@@ -259,10 +265,10 @@ def raise_add_input_scales(model: object) -> int:
                 q = _per_tensor(t)
                 if q is None or q[0] >= new_scale:
                     continue
-                data = model.buffers[t.buffer].data if 0 < t.buffer < len(model.buffers) else None
-                if data is not None and len(data):
+                data = _constant(model, sg, i, np.int8)
+                if data is not None:
                     # a copy for this op alone: converters share constants (one eps for every LayerNorm)
-                    real = (np.frombuffer(bytes(bytearray(data)), np.int8).astype(np.float64) - q[1]) * q[0]
+                    real = (data.astype(np.float64) - q[1]) * q[0]
                     requant = np.clip(np.round(real / float(new_scale)) + q[1], -128, 127).astype(np.int8)
                     op.inputs[k] = _const_like(model, sg, t, requant, (float(new_scale), q[1]))
                     raised += 1
@@ -378,10 +384,8 @@ def _float_data(model: object, sg: object, index: int) -> np.ndarray | None:
     from ai_edge_litert import schema_py_generated as schema
 
     t = sg.tensors[index]
-    data = model.buffers[t.buffer].data if 0 < t.buffer < len(model.buffers) else None
-    if t.type != schema.TensorType.FLOAT32 or data is None or not len(data):
-        return None
-    return np.frombuffer(bytes(bytearray(data)), np.float32).reshape([int(s) for s in t.shape])
+    data = _constant(model, sg, index, np.float32) if t.type == schema.TensorType.FLOAT32 else None
+    return None if data is None else data.reshape([int(s) for s in t.shape])
 
 
 def _reshape_op(model: object, sg: object, src: int, dst: int, shape: list[int]) -> object:
@@ -438,8 +442,8 @@ def head_sums_as_convs(model: object) -> int:
             total = sole_reader(int(view.outputs[0]), reduce_sum) if view is not None else None
             if total is None or [int(s) for s in sg.tensors[int(view.outputs[0])].shape] != [1, heads, n, w.shape[2]]:
                 continue
-            axis = _perm(model, sg, int(total.inputs[1]))
-            if axis not in ([1], [-3]):
+            axis = _constant(model, sg, int(total.inputs[1]), np.int32)
+            if axis is None or axis.tolist() not in ([1], [-3]):
                 continue
             s, last, act = int(total.outputs[0]), total, schema.ActivationFunctionType.NONE
             b = np.zeros(w.shape[2], np.float32)

@@ -81,7 +81,7 @@ def _repeat_channels(x: torch.Tensor, copies: int) -> torch.Tensor:
     if copies <= MAX_CONCAT_INPUTS:
         return torch.cat([x] * copies, dim=1)
     inner = next((k for k in range(MAX_CONCAT_INPUTS, 1, -1) if copies % k == 0), None)
-    if inner is None or copies // inner == 1:  # a prime above the limit: one wide concatenation
+    if inner is None:  # a prime above the limit: one wide concatenation
         return torch.cat([x] * copies, dim=1)
     return _repeat_channels(_repeat_channels(x, inner), copies // inner)
 

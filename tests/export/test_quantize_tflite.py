@@ -101,12 +101,12 @@ def test_int8_is_full_integer_with_int8_io_recorded_for_the_gate(int8) -> None:
 
 
 @pytest.fixture(scope="module")
-def head_sum_fp32(tmp_path_factory) -> tuple[HeadSum, dict, Path]:
+def head_sum_fp32(tmp_path_factory) -> tuple[HeadSum, Path]:
     net = HeadSum().eval()
-    shared = shared_for(net)
-    fp32 = TARGETS["tflite"].convert(make_ctx(net, "tflite", "fp32", tmp_path_factory.mktemp("head-sum"), shared))
+    ctx = make_ctx(net, "tflite", "fp32", tmp_path_factory.mktemp("head-sum"), shared_for(net, "fp32"))
+    fp32 = TARGETS["tflite"].convert(ctx)
     assert _graph(fp32)[0]["BATCH_MATMUL"] == 1  # the fp32 artifact keeps the matmul
-    return net, shared, fp32
+    return net, fp32
 
 
 @pytest.mark.parametrize("precision", ["int8", "w8a16", "int8dyn", "int8w"])
@@ -115,9 +115,8 @@ def test_head_sum_projection_becomes_a_convolution(head_sum_fp32, precision, tmp
     heads; the integer recipes keep BATCH_MATMUL float, so the float graph is rewritten first and the projection
     comes out as a CONV_2D with per-channel int8 weights (in W8A8 an int8 convolution: XNNPACK's integer GEMM)
     computing the same sum."""
-    net, shared, fp32 = head_sum_fp32
-    shared = shared_for(net, precision)
-    ctx = make_ctx(net, "tflite", precision, tmp_path, shared, QuantOptions(), float_artifact=fp32)
+    net, fp32 = head_sum_fp32
+    ctx = make_ctx(net, "tflite", precision, tmp_path, shared_for(net, precision), QuantOptions(), float_artifact=fp32)
     path = quantize(ctx)
     assert ctx.extras["graph_rewrites"]["head_sums_as_convs"] == 1
     ops, by_type, _, _ = _graph(path)
