@@ -277,3 +277,29 @@ def test_conv_only_zoo_networks_have_no_transpose_with_channels_last(tmp_path, n
     assert r.passed, m["numerics"]
     assert m["inputs"][0]["layout"] == "NHWC"
     assert m["ops"]["layout"]["transpose"] == 0, m["ops"]["histogram"]
+
+
+def test_coreml_validates_once_and_still_catches_a_broken_program() -> None:
+    """The per-pass check is off only inside the conversion, and the check it hands back still fails a program whose
+    ops and vars disagree (coremltools' own invariant)."""
+    from coremltools.converters.mil import Builder as mb
+    from coremltools.converters.mil.mil.block import InvalidBlockStateError
+    from coremltools.converters.mil.mil.program import Program
+
+    from edge.export.targets.coreml import validated_once
+
+    @mb.program(input_specs=[mb.TensorSpec(shape=(1, 4))])
+    def prog(x):
+        return mb.relu(x=mb.add(x=x, y=1.0))
+
+    real = Program.validate
+    with pytest.raises(RuntimeError, match="inside"), validated_once() as validate:
+        assert Program.validate is not real
+        validate(prog)  # a sound program passes
+        relu = prog.functions["main"].find_ops(op_type="relu")[0]
+        relu.x.child_ops.append(relu)  # the add's output now claims two uses by relu; relu reads it once
+        prog.validate()  # the per-pass check is off
+        with pytest.raises(InvalidBlockStateError):
+            validate(prog)
+        raise RuntimeError("inside")
+    assert Program.validate is real  # restored, exception or not

@@ -18,9 +18,11 @@ would change what apps and the numerics gate read.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import platform
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -44,6 +46,24 @@ class _PerChannelScale(torch.nn.Module):
 
     def forward(self, x: torch.Tensor) -> Any:
         return self.wrapped(x * self.factor)
+
+
+@contextlib.contextmanager
+def validated_once() -> Iterator[Any]:
+    """Check the MIL program once, after the last graph pass, instead of after each of the ~110 passes.
+
+    coremltools re-validates the whole program after every pass (``Program.validate``, a read-only walk over
+    every op's inputs and outputs): about a third of the Core ML conversion of Mobile-Former. Yields the real
+    check; call it on the converted program so a broken program still fails the export.
+    """
+    from coremltools.converters.mil.mil.program import Program
+
+    real = Program.validate
+    Program.validate = lambda self, check_essential_scope=False: None  # type: ignore[method-assign]
+    try:
+        yield real
+    finally:
+        Program.validate = real  # type: ignore[method-assign]
 
 
 def image_scaling(mean: tuple[float, ...], std: tuple[float, ...]) -> dict[str, Any]:
@@ -88,15 +108,17 @@ class CoreMLTarget(Target):
             program = ctx.exported_program
         program = _drop_aliases(program.run_decompositions({}))
         precision = ct.precision.FLOAT16 if ctx.precision == "fp16" else ct.precision.FLOAT32
-        mlmodel = ct.convert(
-            program,
-            inputs=inputs,
-            outputs=[ct.TensorType(name=n, dtype=np.float32) for n in ctx.output_names],
-            convert_to="mlprogram",
-            minimum_deployment_target=ct.target.iOS16,
-            compute_precision=precision,
-            skip_model_load=True,
-        )
+        with validated_once() as validate:
+            mlmodel = ct.convert(
+                program,
+                inputs=inputs,
+                outputs=[ct.TensorType(name=n, dtype=np.float32) for n in ctx.output_names],
+                convert_to="mlprogram",
+                minimum_deployment_target=ct.target.iOS16,
+                compute_precision=precision,
+                skip_model_load=True,
+            )
+            validate(mlmodel._mil_program)
         self._describe(mlmodel, ctx)
         mlmodel.save(str(path))
         return path
