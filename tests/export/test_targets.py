@@ -303,3 +303,20 @@ def test_coreml_validates_once_and_still_catches_a_broken_program() -> None:
             validate(prog)
         raise RuntimeError("inside")
     assert Program.validate is real  # restored, exception or not
+
+
+def test_tflite_conversion_with_lazy_fx_code_is_byte_identical() -> None:
+    """Deferring FX code generation (edge.export.targets.tflite.lazy_fx_code) must not change the converted file."""
+    import litert_torch
+
+    from edge.export.targets.tflite import lazy_fx_code
+
+    model = tiny(attention=True).eval()
+    x = (torch.randn(1, 3, IMG, IMG),)
+    eager = litert_torch.convert(model, x).model_content()
+    with lazy_fx_code():
+        from torch.fx._lazy_graph_module import _get_graph_module_cls
+
+        assert _get_graph_module_cls().__name__ == "_LazyGraphModule"  # the pinned torch has them: really lazy
+        lazy = litert_torch.convert(model, x).model_content()
+    assert len(eager) > 1000 and lazy == eager
