@@ -176,18 +176,18 @@ def wall_all(names: list[str], jsonl: Path, repeat: int = 1) -> None:
     from edge.models import complexity
 
     walls: dict[str, list[float]] = {n: [] for n in names}
-    loads: dict[str, list[str]] = {n: [] for n in names}
+    load_before: dict[str, str] = {}
     with tempfile.TemporaryDirectory() as td:
         warm_up(Path(td))
         date = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
         for turn in range(repeat):
             for name in names:
-                loads[name].append(_load())
+                load_before.setdefault(name, _load())
                 with tempfile.TemporaryDirectory() as mtd:
                     walls[name].append(export_wall(name, Path(mtd)))
                 if turn < repeat - 1:
                     continue
-                rec = {"model": name, "params_m": complexity(name)["params"] / 1e6, "load_before": loads[name][0],
+                rec = {"model": name, "params_m": complexity(name)["params"] / 1e6, "load_before": load_before[name],
                        "date": date, "all_wall_s": statistics.median(walls[name]), "all_walls_s": walls[name],
                        "load_after": _load()}
                 append_jsonl(jsonl, rec)

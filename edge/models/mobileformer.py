@@ -98,9 +98,9 @@ class RepeatedDepthwise(nn.Module):
     Converters keep a channel multiplier m > 1 as one DEPTHWISE_CONV_2D, which XNNPACK's int8 path runs as a
     grouped GEMM with m outputs per group: in Mobile-Former-294M's int8 TFLite those convs took about 70% of the
     time (int8 ran at 0.61x fp32's speed on an AMX Xeon; 1.43x with this form, docs/fast-artifacts.md). The same
-    numbers come from the input repeated m times along channels (concatenations)
-    and a depthwise conv with multiplier 1, whose outputs are in copy-major order (copy j of channel c at j*C + c)
-    instead of channel-major (c*m + j); the layers that read them are permuted to match
+    numbers come from the input repeated m times along channels (concatenations) and a depthwise conv with
+    multiplier 1, whose outputs are in copy-major order (copy j of channel c at j*C + c) instead of channel-major
+    (c*m + j); ``order`` maps each new channel to the old one, and the layers that read them are permuted to match
     (``_repeat_expanding_depthwise``).
     """
 
@@ -109,10 +109,10 @@ class RepeatedDepthwise(nn.Module):
         channels, self.copies = conv.in_channels, conv.out_channels // conv.in_channels
         self.conv = nn.Conv2d(conv.out_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
                               groups=conv.out_channels)
-        order = _copy_major(channels, self.copies)
+        self.order = _copy_major(channels, self.copies)
         with torch.no_grad():
-            self.conv.weight.copy_(conv.weight[order])
-            self.conv.bias.copy_(conv.bias[order] if conv.bias is not None else torch.zeros(conv.out_channels))
+            self.conv.weight.copy_(conv.weight[self.order])
+            self.conv.bias.copy_(conv.bias[self.order] if conv.bias is not None else torch.zeros(conv.out_channels))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.conv(_repeat_channels(x, self.copies))
@@ -132,11 +132,11 @@ def _repeat_expanding_depthwise(seq: nn.Sequential, readers: Sequence[nn.Conv2d]
     if not _expands(conv) or not isinstance(bn, nn.BatchNorm2d):
         return None
     fold_bn_into(conv, bn)
-    seq[0], seq[1] = RepeatedDepthwise(conv), nn.Identity()
-    order = _copy_major(conv.in_channels, conv.out_channels // conv.in_channels)
+    repeated = RepeatedDepthwise(conv)
+    seq[0], seq[1] = repeated, nn.Identity()
     for reader in readers:
-        reader.weight.copy_(reader.weight[:, order].clone())
-    return order
+        reader.weight.copy_(reader.weight[:, repeated.order].clone())
+    return repeated.order
 
 
 class TokenNorm(nn.LayerNorm):
