@@ -148,6 +148,53 @@ def test_verify_of_a_module_export_needs_the_module(broken_export) -> None:
         verify(r.path)
 
 
+# ------------------------------------------------------------------- Core ML on macOS: gated in both runtimes
+
+
+@pytest.mark.parametrize("offset", [0.0, 0.5])
+def test_on_macos_core_ml_is_gated_in_both_runtimes(tmp_path, monkeypatch, offset: float) -> None:
+    """On macOS the gate runs the Core ML runtime beside edge's MIL interpreter, and either one can fail it.
+
+    The Core ML runtime cannot exist on Linux, so this is the one stand-in: the platform reads as Darwin to the
+    Core ML adapter only, and its "Core ML" runner is the MIL interpreter's outputs plus ``offset`` (a runtime
+    that agrees, or one that does not). The conversion, the MIL interpreter and the gate are real.
+    """
+    import types
+
+    from edge.export.targets import coreml
+
+    target = TARGETS["coreml"]
+    calls = []
+
+    def standin_runner(self, artifact, io):
+        mil = self.runner(artifact, io)
+
+        def run(x):
+            calls.append(x.shape)
+            return [y + offset for y in mil(x)]
+
+        return run
+
+    monkeypatch.setattr(coreml, "platform", types.SimpleNamespace(system=lambda: "Darwin"))
+    monkeypatch.setattr(type(target), "_coreml_runner", standin_runner)
+    if offset == 0.0:
+        (r,) = export(tiny(attention=False), target="coreml", out=tmp_path, img_size=IMG)
+        num = r.manifest["numerics"]
+        assert r.passed and num["runtime"] == "mil-interpreter+coreml"
+        assert set(num["by_runtime"]) == {"mil-interpreter", "coreml"}
+        assert num["by_runtime"]["coreml"]["logits"]["sqnr_db"] > 60
+    else:
+        with pytest.raises(NumericsError, match="sqnr_db") as ei:
+            export(tiny(attention=False), target="coreml", out=tmp_path, img_size=IMG)
+        assert "(coreml)" in ei.value.message  # the report names the runtime that disagreed
+        (r,) = ei.value.results
+        num = json.loads((r.path / "manifest.json").read_text())["numerics"]
+        assert not num["passed"] and num["failures"]
+        assert {f["runtime"] for f in num["failures"]} == {"coreml"}  # the MIL interpreter agreed
+        assert num["by_runtime"]["mil-interpreter"]["logits"]["sqnr_db"] > 60
+    assert len(calls) == num["samples"]
+
+
 # ---------------------------------------------------------------------------------------- quantize stage
 
 
