@@ -476,7 +476,57 @@ def head_sums_as_convs(model: object) -> int:
     return changed
 
 
+def hybrid_constant_matmuls(model: object) -> int:
+    """Let each float BATCH_MATMUL read its constant int8 right-hand side directly (a hybrid op); return how many.
+
+    The int8 recipes keep BATCH_MATMUL float and store a constant operand int8 behind a DEQUANTIZE, so
+    EfficientFormerV2's per-head q / k / v projections ``x(N, c) @ W(h, c, d)`` ran as float GEMMs inside int8
+    graphs. LiteRT's BATCH_MATMUL takes a float left and an int8 right operand: it quantizes the left one per row
+    at run time (asymmetrically, as the option asks), and XNNPACK runs that as its dynamically quantized int8 GEMM
+    (on an AMX Xeon, ``xnn_qd8_f32_qc8w_gemm``). Same weights; the activations' rounding becomes per-row
+    instead of none. Only symmetric weights quantized per tensor or along their last (output) axis qualify, the
+    layouts the kernels take; a constant left operand stays as it was (LiteRT has no float-right hybrid).
+    """
+    from ai_edge_litert import schema_py_generated as schema
+
+    op_code = _op_codes(model)
+    (bmm,), (dequantize,) = _codes("BATCH_MATMUL"), _codes("DEQUANTIZE")
+    changed = 0
+    for index, sg in enumerate(model.subgraphs):
+        producer = {int(o): op for op in sg.operators for o in op.outputs}
+        here = 0
+        for op in sg.operators:
+            if op_code[op.opcodeIndex] != bmm or sg.tensors[int(op.inputs[0])].type != schema.TensorType.FLOAT32:
+                continue
+            deq = producer.get(int(op.inputs[1]))
+            if deq is None or op_code[deq.opcodeIndex] != dequantize:
+                continue
+            w = sg.tensors[int(deq.inputs[0])]
+            q = w.quantization
+            if (w.type != schema.TensorType.INT8 or _constant(model, sg, int(deq.inputs[0]), np.int8) is None
+                    or q is None or q.scale is None or (q.zeroPoint is not None and np.any(q.zeroPoint))):
+                continue
+            adj_y = op.builtinOptions is not None and op.builtinOptions.adjY
+            if len(q.scale) > 1 and (adj_y or q.quantizedDimension != len(w.shape) - 1):
+                continue
+            opts = op.builtinOptions or schema.BatchMatMulOptionsT()
+            opts.asymmetricQuantizeInputs = True
+            op.builtinOptions, op.builtinOptionsType = opts, schema.BuiltinOptions.BatchMatMulOptions
+            op.inputs[1] = int(deq.inputs[0])
+            here += 1
+        if here:
+            changed += here
+            readers = {int(i) for op in sg.operators for i in op.inputs}
+            sg.operators = [op for op in sg.operators
+                            if op_code[op.opcodeIndex] != dequantize or int(op.outputs[0]) in readers
+                            or int(op.outputs[0]) in {int(o) for o in sg.outputs}]
+            _drop_unused_tensors(model, index, sg)
+    return changed
+
+
 INTEGER_REWRITES = {"head_sums_as_convs": head_sums_as_convs}
+# after the int8 recipes whose matmuls compute in int8 (W8A8, dynamic range); not weight-only or W8A16
+QUANTIZED_MATMUL_REWRITES = {"hybrid_constant_matmuls": hybrid_constant_matmuls}
 
 REWRITES = {"transposes_folded": fold_transposes, "nearest_resizes_fixed": torch_nearest_resize,
             "add_input_scales_raised": raise_add_input_scales, "maximums_as_sub_add": maximum_as_sub_add,

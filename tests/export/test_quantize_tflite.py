@@ -268,3 +268,29 @@ def test_constant_operand_batched_matmul_computes_in_float_and_runs(tmp_path, pr
     assert operands[0] == "int8", operands  # the constant (h, h) mixer: int8 in the file
     report = gate(ctx, path)  # runs the artifact in LiteRT (batch_matmul.cc raised before the fix)
     assert report["passed"], report["failures"]
+
+
+@pytest.mark.parametrize("precision", ["int8", "int8dyn", "w8a16", "int8w"])
+def test_constant_right_operand_matmuls_compute_in_int8_where_the_mode_does(tmp_path, precision) -> None:
+    """EfficientFormerV2's per-head projections ``x @ W(h, c, d)``: where the mode's matmuls compute in int8 (W8A8,
+    dynamic range), the batched matmul reads its int8 weights directly (a hybrid op, input quantized per row at run
+    time); weight-only and W8A16 keep it float, its weights dequantized in front. Each artifact passes its gate."""
+    from tests.export.quantize_nets import HeadProjection
+
+    net = HeadProjection().eval()
+    shared = shared_for(net, precision)
+    fp32 = TARGETS["tflite"].convert(make_ctx(net, "tflite", "fp32", tmp_path / "fp32", shared))
+    ctx = make_ctx(net, "tflite", precision, tmp_path / precision, shared, float_artifact=fp32)
+    path = quantize(ctx)
+    it = Interpreter(model_path=str(path))
+    dtype = {t["index"]: np.dtype(t["dtype"]).name for t in it.get_tensor_details()}
+    right = Counter(dtype[int(op["inputs"][1])] for op in it._get_ops_details()  # noqa: SLF001
+                    if op["op_name"] == "BATCH_MATMUL")
+    hybrid = precision in ("int8", "int8dyn")
+    assert ctx.extras["graph_rewrites"].get("hybrid_constant_matmuls", 0) == (2 if hybrid else 0)
+    assert right["int8"] == (2 if hybrid else 0), right
+    assert [t[1] for t in matmul_operand_types(path)][:2] == ["int8", "int8"]  # stored int8 in every mode
+    why = (ctx.extras["quantization"]["kept_float_by_default"] or {}).get("why", "")  # int8w: none kept float
+    assert ("hybrid int8" in why) == hybrid, why
+    report = gate(ctx, path)
+    assert report["passed"], report["failures"]

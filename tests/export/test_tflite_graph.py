@@ -18,6 +18,7 @@ import torch
 
 from edge.export.tflite_graph import (
     INTEGER_REWRITES,
+    QUANTIZED_MATMUL_REWRITES,
     float_islands,
     maximum_as_sub_add,
     raise_add_input_scales,
@@ -263,7 +264,7 @@ def int8_splitters(tmp_path_factory) -> tuple[Path, Path, dict[str, int], np.nda
     litert_torch.convert(net, (batch[:1],)).export(str(d / "fp32.tflite"))
     calib = CalibrationSet(batch=batch[:8], source="test photos", method="minmax", files=8)
     held = tflite_quant.rewrite_in_place
-    tflite_quant.rewrite_in_place = lambda path: {}
+    tflite_quant.rewrite_in_place = lambda path, rewrites=None: {}
     try:
         before = tflite_quant.aeq_quantize("int8", d / "fp32.tflite", d / "before.tflite", calib, float_io=True)
     finally:
@@ -360,3 +361,112 @@ def test_head_sum_convolution_computes_the_same(head_sum, delegate) -> None:
     if delegate:
         assert ops.count("DELEGATE") == 1
     np.testing.assert_allclose(run(interp_a, x)[0], run(interp_b, x)[0], rtol=1e-5, atol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def head_projection(tmp_path_factory) -> tuple[Path, Path, dict[str, int], np.ndarray, np.ndarray]:
+    """The W8A8 graph as ai-edge-quantizer writes it (edge's rewrites held back), rewritten, held-out photos and
+    the network's float outputs on them."""
+    import litert_torch
+
+    from edge.data import image_batch
+    from edge.export.quantize import tflite as tflite_quant
+    from edge.export.quantize.calibration import CalibrationSet
+    from tests.export.quantize_nets import HeadProjection
+
+    d = tmp_path_factory.mktemp("head-projection")
+    batch, _ = image_batch(12, 16, (0.5,) * 3, (0.25,) * 3, seed=3)
+    net = HeadProjection().eval()
+    litert_torch.convert(net, (batch[:1],)).export(str(d / "fp32.tflite"))
+    calib = CalibrationSet(batch=batch[:8], source="test photos", method="minmax", files=8)
+    held = tflite_quant.rewrite_in_place
+    tflite_quant.rewrite_in_place = lambda path, rewrites=None: {}
+    try:
+        before = tflite_quant.aeq_quantize("int8", d / "fp32.tflite", d / "before.tflite", calib, float_io=True)
+    finally:
+        tflite_quant.rewrite_in_place = held
+    out, counts = rewrite(before.read_bytes(), QUANTIZED_MATMUL_REWRITES)
+    after = d / "after.tflite"
+    after.write_bytes(out)
+    with torch.no_grad():
+        ref = net(batch[8:]).numpy()
+    return before, after, counts, batch[8:].numpy(), ref
+
+
+def _matmul_operands(path: Path) -> list[tuple[str, str]]:
+    """(left, right) operand kinds of each BATCH_MATMUL: 'float', 'int8', 'int8 constant' or 'dequantized
+    constant'."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    model = schema.ModelT.InitFromPackedBuf(bytearray(path.read_bytes()), 0)
+    sg = model.subgraphs[0]
+    code = [max(c.builtinCode, c.deprecatedBuiltinCode) for c in model.operatorCodes]
+    producer = {int(o): op for op in sg.operators for o in op.outputs}
+
+    def kind(i: int) -> str:
+        t, p = sg.tensors[i], producer.get(i)
+        if p is not None and code[p.opcodeIndex] == schema.BuiltinOperator.DEQUANTIZE and p.inputs[0] not in producer:
+            return "dequantized constant"
+        if t.type == schema.TensorType.INT8:
+            return "int8 constant" if i not in producer else "int8"
+        return "float"  # computed in float, or an int8 activation dequantized in front of the matmul
+
+    return [(kind(int(op.inputs[0])), kind(int(op.inputs[1]))) for op in sg.operators
+            if code[op.opcodeIndex] == schema.BuiltinOperator.BATCH_MATMUL]
+
+
+def test_constant_right_operands_are_read_int8(head_projection) -> None:
+    before, after, counts, _, _ = head_projection
+    assert counts == {"hybrid_constant_matmuls": 2}
+    b, a = Counter(_matmul_operands(before)), Counter(_matmul_operands(after))
+    assert b[("float", "dequantized constant")] == 2  # the per-head projections, as the quantizer leaves them
+    assert a[("float", "dequantized constant")] == 0 and a[("float", "int8 constant")] == 2
+    # the talking-heads matrix is a constant LEFT operand (LiteRT has no float-right hybrid) and stays dequantized
+    assert a[("dequantized constant", "float")] == b[("dequantized constant", "float")] == 1
+    assert a[("float", "float")] == b[("float", "float")] == 2  # two activations: nothing to read int8
+    assert xnnpack_leftovers(after) == {}
+    _, ops = ops_of(after, delegate=True)
+    assert ops.count("DELEGATE") == 1
+    assert misaligned_buffers(after) == []
+    # weight-only and W8A16 graphs are not given it: their recipes keep every matmul in float
+    assert rewrite(before.read_bytes())[1].get("hybrid_constant_matmuls") is None
+
+
+@pytest.mark.parametrize("delegate", [False, True], ids=["reference-kernels", "xnnpack"])
+def test_hybrid_matmuls_stay_as_close_to_float(head_projection, delegate) -> None:
+    """On photos the calibration did not see, the per-row run-time quantization of the projections' input keeps
+    the outputs as close to the float network as the dequantized float matmuls were (XNNPACK and LiteRT's own
+    kernels both, per-channel weight scales included)."""
+    before, after, _, xs, ref = head_projection
+    interp_b, _ = ops_of(before, delegate)
+    interp_a, _ = ops_of(after, delegate)
+    got_b = np.concatenate([run(interp_b, x[None])[0] for x in xs])
+    got_a = np.concatenate([run(interp_a, x[None])[0] for x in xs])
+
+    def sqnr(got: np.ndarray) -> float:
+        return float(10 * np.log10((ref ** 2).sum() / ((got - ref) ** 2).sum()))
+
+    assert sqnr(got_b) > 20, sqnr(got_b)
+    assert sqnr(got_a) >= sqnr(got_b) - 1.0, (sqnr(got_a), sqnr(got_b))  # 1 dB: the input's rounding, now per row
+
+
+def test_hybrid_projection_is_the_float_one_within_input_rounding(head_projection) -> None:
+    """The projections themselves (LiteRT's reference kernels, every tensor kept): they do compute differently,
+    and only by the per-row int8 rounding of their input (53-56 dB here; weights read with a wrong
+    per-channel scale would be off by whole dB-tens)."""
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    before, after, _, xs, _ = head_projection
+
+    def projections(path: Path) -> list[np.ndarray]:
+        it = Interpreter(model_path=str(path), experimental_preserve_all_tensors=True,
+                         experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+        it.allocate_tensors()
+        run(it, xs[0][None])
+        ops = [op for op in it._get_ops_details() if op["op_name"] == "BATCH_MATMUL"]  # noqa: SLF001
+        return [it.get_tensor(int(op["outputs"][0])) for op in ops[:2]]
+
+    for b, a in zip(projections(before), projections(after)):
+        assert not np.array_equal(a, b)
+        db = 10 * np.log10((b ** 2).sum() / ((a - b) ** 2).sum())
+        assert 30 < db < 80, db

@@ -43,7 +43,12 @@ from edge.export.quantize.calibration import (
     warn_unused_calibration,
 )
 from edge.export.quantize.fidelity import close_names, module_path_of_tflite_name
-from edge.export.tflite_graph import INTEGER_REWRITES, rewrite_in_place, share_repeated_vectors
+from edge.export.tflite_graph import (
+    INTEGER_REWRITES,
+    QUANTIZED_MATMUL_REWRITES,
+    rewrite_in_place,
+    share_repeated_vectors,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -76,14 +81,21 @@ FLOAT_OPS_BY_PRECISION = {"int8": FLOAT_OPS, "w8a16": ("BATCH_MATMUL",), "int8dy
 # SQNR 26.1 dB either way; XNNPACK folds the DEQUANTIZE of a constant at load time). Matmuls of two activations
 # have no constant to store.
 INT8_WEIGHT_FLOAT_OPS = ("BATCH_MATMUL",)
-BATCH_MATMUL_WHY = ("LiteRT's BATCH_MATMUL kernel rejects the mixed operand types this recipe gives a constant-weight "
-                    "batched matmul, so BATCH_MATMUL computes in float (its constant operands are stored int8 and "
-                    "dequantized in front of it)")
+# Where the recipe's other matmuls compute in int8 (W8A8, dynamic range), a batched matmul whose right operand is
+# such a constant then reads it int8 directly (tflite_graph.hybrid_constant_matmuls): LiteRT and XNNPACK run it with
+# the left operand quantized per row at run time.
+MATMULS_IN_INT8 = ("int8", "int8dyn")
+HYBRID_WHY = ("a batched matmul with a constant right operand (a per-head projection) reads its int8 weights "
+              "directly and quantizes its left operand per row at run time (hybrid int8); a constant left operand "
+              "is stored int8 and dequantized in front of the op")
+BATCH_MATMUL_REJECTED = ("LiteRT's BATCH_MATMUL kernel rejects the mixed operand types this recipe gives a "
+                         "constant-weight batched matmul")
+BATCH_MATMUL_FLOAT = (", so BATCH_MATMUL computes in float (its constant operands are stored int8 and dequantized in "
+                      "front of it)")
 FLOAT_OPS_WHY = ("attention matmuls (q @ k^T, softmax @ v) get one per-tensor int8 scale per operand and lose the "
                  "scores below a few outliers; softmax outputs need more than int8's 1/255 steps; XNNPACK runs "
                  "no int8 GELU or HARD_SWISH, so int8 ones would split the delegated graph. These ops hold no "
-                 "weights, except batched matmuls with a constant operand, whose weights are stored int8 and "
-                 "dequantized in front of the op")
+                 "weights, except batched matmuls with a constant operand: ")
 
 
 def quantize(ctx: ExportContext) -> Path:
@@ -176,7 +188,8 @@ def default_float_ops(graph: Any, precision: str, engine: str) -> dict[str, Any]
         return None
     ops = FLOAT_OPS_BY_PRECISION.get(precision, ())
     present = {op: n for op in ops if (n := sum(ly["op"] == op for ly in graph.layers))}
-    why = FLOAT_OPS_WHY if precision == "int8" else BATCH_MATMUL_WHY
+    why = {"int8": FLOAT_OPS_WHY + HYBRID_WHY, "int8dyn": BATCH_MATMUL_REJECTED + "; instead, " + HYBRID_WHY}.get(
+        precision, BATCH_MATMUL_REJECTED + BATCH_MATMUL_FLOAT)
     if not present:
         return None
     return {"op_types": present, "int8_weights": [op for op in present if op in INT8_WEIGHT_FLOAT_OPS], "why": why}
@@ -280,6 +293,8 @@ def aeq_quantize(precision: str, float_path: Path, out: Path, calib: Calibration
         result = qt.quantize(qsv, enable_progress_report=False)
     out.write_bytes(bytes(result.quantized_model))
     counts = rewrite_in_place(out)
+    if precision in MATMULS_IN_INT8:
+        counts.update(rewrite_in_place(out, QUANTIZED_MATMUL_REWRITES))
     if cache is not None:
         cache.setdefault("rewrites", {})[str(out)] = counts
     return out
