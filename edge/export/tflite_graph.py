@@ -24,6 +24,7 @@ EfficientFormerV2-S0's int8 file (4.40 -> 4.03 MB).
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -476,7 +477,7 @@ def head_sums_as_convs(model: object) -> int:
     return changed
 
 
-def hybrid_constant_matmuls(model: object) -> int:
+def hybrid_constant_matmuls(model: object, keep: re.Pattern[str] | None = None) -> int:
     """Let each float BATCH_MATMUL read its constant int8 right-hand side directly (a hybrid op); return how many.
 
     The int8 recipes keep BATCH_MATMUL float and store a constant operand int8 behind a DEQUANTIZE, so
@@ -486,6 +487,7 @@ def hybrid_constant_matmuls(model: object) -> int:
     (on an AMX Xeon, ``xnn_qd8_f32_qc8w_gemm``). Same weights; the activations' rounding becomes per-row
     instead of none. Only symmetric weights quantized per tensor or along their last (output) axis qualify, the
     layouts the kernels take; a constant left operand stays as it was (LiteRT has no float-right hybrid).
+    ``keep`` matches the output tensor names of matmuls the user keeps float (``--keep-float``): left alone.
     """
     from ai_edge_litert import schema_py_generated as schema
 
@@ -494,9 +496,11 @@ def hybrid_constant_matmuls(model: object) -> int:
     changed = 0
     for index, sg in enumerate(model.subgraphs):
         producer = {int(o): op for op in sg.operators for o in op.outputs}
-        here = 0
+        bypassed: set[int] = set()
         for op in sg.operators:
             if op_code[op.opcodeIndex] != bmm or sg.tensors[int(op.inputs[0])].type != schema.TensorType.FLOAT32:
+                continue
+            if keep is not None and keep.search(sg.tensors[int(op.outputs[0])].name.decode()):
                 continue
             deq = producer.get(int(op.inputs[1]))
             if deq is None or op_code[deq.opcodeIndex] != dequantize:
@@ -513,13 +517,11 @@ def hybrid_constant_matmuls(model: object) -> int:
             opts.asymmetricQuantizeInputs = True
             op.builtinOptions, op.builtinOptionsType = opts, schema.BuiltinOptions.BatchMatMulOptions
             op.inputs[1] = int(deq.inputs[0])
-            here += 1
-        if here:
-            changed += here
-            readers = {int(i) for op in sg.operators for i in op.inputs}
-            sg.operators = [op for op in sg.operators
-                            if op_code[op.opcodeIndex] != dequantize or int(op.outputs[0]) in readers
-                            or int(op.outputs[0]) in {int(o) for o in sg.outputs}]
+            bypassed.add(id(deq))
+            changed += 1
+        if bypassed:
+            read = {int(i) for op in sg.operators for i in op.inputs} | {int(o) for o in sg.outputs}
+            sg.operators = [op for op in sg.operators if id(op) not in bypassed or int(op.outputs[0]) in read]
             _drop_unused_tensors(model, index, sg)
     return changed
 

@@ -163,17 +163,29 @@ class HeadSum(torch.nn.Module):
         return self.head(torch.relu(y).mean(1))
 
 
+class PerHeadProjection(torch.nn.Module):
+    """Tokens (N, C) times per-head weights (h, C, d) -> (h, N, d): a BATCH_MATMUL with a constant right operand."""
+
+    def __init__(self, weight: torch.Tensor) -> None:
+        super().__init__()
+        self.weight = torch.nn.Parameter(weight)
+
+    def forward(self, t: torch.Tensor) -> torch.Tensor:
+        return t @ self.weight
+
+
 class HeadProjection(torch.nn.Module):
-    """EfficientFormerV2's NHWC per-head projections: tokens (B, N, C) times per-head weights (h, C, d) -> (h, N, d)
-    (a BATCH_MATMUL with a constant right operand), then talking heads: a constant (h, h) mixing matrix on the left
-    (a constant left operand), attention scores between two activations, and a linear head."""
+    """EfficientFormerV2's NHWC per-head projections (query and key, each a ``PerHeadProjection``), then talking
+    heads: a constant (h, h) mixing matrix on the left (a constant left operand), attention scores between two
+    activations, and a linear head."""
 
     def __init__(self, heads: int = 4, c: int = 12, d: int = 8) -> None:
         super().__init__()
         g = torch.Generator().manual_seed(7)
         self.conv = torch.nn.Conv2d(3, c, 3, 2, 1)
-        self.wq = torch.nn.Parameter(torch.randn(heads, c, d, generator=g) * 0.3)
-        self.wk = torch.nn.Parameter(torch.randn(heads, c, d, generator=g) * 0.3)
+        self.q = PerHeadProjection(torch.randn(heads, c, d, generator=g) * 0.3)
+        self.k = PerHeadProjection(torch.randn(heads, c, d, generator=g) * 0.3)
+        self.heads = heads
         self.mix = torch.nn.Parameter(torch.eye(heads) + torch.randn(heads, heads, generator=g) * 0.2)
         self.head = torch.nn.Linear(heads * d, 10)
 
@@ -185,7 +197,7 @@ class HeadProjection(torch.nn.Module):
         f = torch.relu(self.conv(x))
         _, c, hh, ww = f.shape
         t = f.permute(0, 2, 3, 1).reshape(hh * ww, c)
-        q, k = t @ self.wq, t @ self.wk  # (h, N, d)
-        scores = (self.mix @ (q @ k.transpose(-1, -2)).reshape(self.wq.shape[0], -1)).reshape(-1, hh * ww, hh * ww)
+        q, k = self.q(t), self.k(t)  # (h, N, d)
+        scores = (self.mix @ (q @ k.transpose(-1, -2)).reshape(self.heads, -1)).reshape(-1, hh * ww, hh * ww)
         y = torch.softmax(scores, -1) @ q  # (h, N, d)
         return self.head(y.mean(1).reshape(1, -1))

@@ -294,3 +294,26 @@ def test_constant_right_operand_matmuls_compute_in_int8_where_the_mode_does(tmp_
     assert ("hybrid int8" in why) == hybrid, why
     report = gate(ctx, path)
     assert report["passed"], report["failures"]
+
+
+def test_a_projection_kept_float_stays_float(tmp_path) -> None:
+    """``--keep-float`` on one projection: that batched matmul keeps its dequantized weights (float compute), the
+    other one still reads int8."""
+    from tests.export.quantize_nets import HeadProjection
+
+    net = HeadProjection().eval()
+    shared = shared_for(net, "int8")
+    fp32 = TARGETS["tflite"].convert(make_ctx(net, "tflite", "fp32", tmp_path / "fp32", shared))
+    ctx = make_ctx(net, "tflite", "int8", tmp_path / "int8", shared, QuantOptions(keep_float=("q",)),
+                   float_artifact=fp32)
+    path = quantize(ctx)
+    assert ctx.extras["graph_rewrites"]["hybrid_constant_matmuls"] == 1
+    assert ctx.extras["quantization"]["keep_float"] and all("q" in n for n in ctx.extras["quantization"]["keep_float"])
+    it = Interpreter(model_path=str(path))
+    dtype = {t["index"]: np.dtype(t["dtype"]).name for t in it.get_tensor_details()}
+    names = {t["index"]: t["name"] for t in it.get_tensor_details()}
+    projections = [op for op in it._get_ops_details() if op["op_name"] == "BATCH_MATMUL"][:2]  # noqa: SLF001
+    kinds = {names[int(op["outputs"][0])].split(";")[0]: dtype[int(op["inputs"][1])] for op in projections}
+    assert sorted(kinds.values()) == ["float32", "int8"], kinds
+    (kept,) = [n for n, d in kinds.items() if d == "float32"]
+    assert kept.endswith("PerHeadProjection_q"), kinds

@@ -23,6 +23,7 @@ recorded in ``ctx.extras["io_quantization"]``. ``--float-io`` keeps float I/O (Q
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import shutil
@@ -269,8 +270,8 @@ def aeq_quantize(precision: str, float_path: Path, out: Path, calib: Calibration
     from ai_edge_quantizer import quantizer, recipe
 
     qt = quantizer.Quantizer(str(float_path), getattr(recipe, RECIPES[precision])())
-    if exclude:
-        pattern = "^(?:" + "|".join(re.escape(n) for n in exclude) + ");"
+    pattern = "^(?:" + "|".join(re.escape(n) for n in exclude) + ");" if exclude else None
+    if pattern:
         qt.update_quantization_recipe(regex=pattern, operation_name="*", algorithm_key="no_quantize")
     for op in FLOAT_OPS_BY_PRECISION.get(precision, ()):
         if op in INT8_WEIGHT_FLOAT_OPS:
@@ -293,8 +294,10 @@ def aeq_quantize(precision: str, float_path: Path, out: Path, calib: Calibration
         result = qt.quantize(qsv, enable_progress_report=False)
     out.write_bytes(bytes(result.quantized_model))
     counts = rewrite_in_place(out)
-    if precision in MATMULS_IN_INT8:
-        counts.update(rewrite_in_place(out, QUANTIZED_MATMUL_REWRITES))
+    if precision in MATMULS_IN_INT8:  # the matmuls the user keeps float stay float
+        keep = re.compile(pattern) if pattern else None
+        counts.update(rewrite_in_place(out, {name: functools.partial(fn, keep=keep)
+                                             for name, fn in QUANTIZED_MATMUL_REWRITES.items()}))
     if cache is not None:
         cache.setdefault("rewrites", {})[str(out)] = counts
     return out
