@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -248,19 +249,17 @@ def xnnpack_leftovers(path: Path) -> dict[str, int]:
     return _litert_coverage(interp)["fallback_ops"]
 
 
-@pytest.fixture(scope="module")
-def int8_splitters(tmp_path_factory) -> tuple[Path, Path, dict[str, int], np.ndarray, np.ndarray]:
-    """The int8 graph as ai-edge-quantizer writes it (edge's rewrites held back), rewritten, held-out photos and
-    the network's float outputs on them."""
+def quantized_before_after(d: Path, net: torch.nn.Module, seed: int, rewrites: dict[str, Any] | None = None
+                           ) -> tuple[Path, Path, dict[str, int], np.ndarray, np.ndarray]:
+    """The W8A8 graph of ``net`` as ai-edge-quantizer writes it (edge's rewrites held back), that graph with
+    ``rewrites`` applied (default: all of ``REWRITES``), held-out photos and the network's float outputs on them."""
     import litert_torch
 
     from edge.data import image_batch
     from edge.export.quantize import tflite as tflite_quant
     from edge.export.quantize.calibration import CalibrationSet
 
-    d = tmp_path_factory.mktemp("xnnpack")
-    batch, _ = image_batch(12, 16, (0.5,) * 3, (0.25,) * 3, seed=2)
-    net = XnnpackSplitters().eval()
+    batch, _ = image_batch(12, 16, (0.5,) * 3, (0.25,) * 3, seed=seed)
     litert_torch.convert(net, (batch[:1],)).export(str(d / "fp32.tflite"))
     calib = CalibrationSet(batch=batch[:8], source="test photos", method="minmax", files=8)
     held = tflite_quant.rewrite_in_place
@@ -269,12 +268,17 @@ def int8_splitters(tmp_path_factory) -> tuple[Path, Path, dict[str, int], np.nda
         before = tflite_quant.aeq_quantize("int8", d / "fp32.tflite", d / "before.tflite", calib, float_io=True)
     finally:
         tflite_quant.rewrite_in_place = held
-    out, counts = rewrite(before.read_bytes())
+    out, counts = rewrite(before.read_bytes(), rewrites)
     after = d / "after.tflite"
     after.write_bytes(out)
     with torch.no_grad():
         ref = net(batch[8:]).numpy()
     return before, after, counts, batch[8:].numpy(), ref
+
+
+@pytest.fixture(scope="module")
+def int8_splitters(tmp_path_factory) -> tuple[Path, Path, dict[str, int], np.ndarray, np.ndarray]:
+    return quantized_before_after(tmp_path_factory.mktemp("xnnpack"), XnnpackSplitters().eval(), seed=2)
 
 
 def test_int8_graph_runs_whole_in_xnnpack(int8_splitters) -> None:
@@ -365,32 +369,10 @@ def test_head_sum_convolution_computes_the_same(head_sum, delegate) -> None:
 
 @pytest.fixture(scope="module")
 def head_projection(tmp_path_factory) -> tuple[Path, Path, dict[str, int], np.ndarray, np.ndarray]:
-    """The W8A8 graph as ai-edge-quantizer writes it (edge's rewrites held back), rewritten, held-out photos and
-    the network's float outputs on them."""
-    import litert_torch
-
-    from edge.data import image_batch
-    from edge.export.quantize import tflite as tflite_quant
-    from edge.export.quantize.calibration import CalibrationSet
     from tests.export.quantize_nets import HeadProjection
 
-    d = tmp_path_factory.mktemp("head-projection")
-    batch, _ = image_batch(12, 16, (0.5,) * 3, (0.25,) * 3, seed=3)
-    net = HeadProjection().eval()
-    litert_torch.convert(net, (batch[:1],)).export(str(d / "fp32.tflite"))
-    calib = CalibrationSet(batch=batch[:8], source="test photos", method="minmax", files=8)
-    held = tflite_quant.rewrite_in_place
-    tflite_quant.rewrite_in_place = lambda path, rewrites=None: {}
-    try:
-        before = tflite_quant.aeq_quantize("int8", d / "fp32.tflite", d / "before.tflite", calib, float_io=True)
-    finally:
-        tflite_quant.rewrite_in_place = held
-    out, counts = rewrite(before.read_bytes(), QUANTIZED_MATMUL_REWRITES)
-    after = d / "after.tflite"
-    after.write_bytes(out)
-    with torch.no_grad():
-        ref = net(batch[8:]).numpy()
-    return before, after, counts, batch[8:].numpy(), ref
+    return quantized_before_after(tmp_path_factory.mktemp("head-projection"), HeadProjection().eval(), seed=3,
+                                  rewrites=QUANTIZED_MATMUL_REWRITES)
 
 
 def _matmul_operands(path: Path) -> list[tuple[str, str]]:
