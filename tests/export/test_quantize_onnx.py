@@ -390,3 +390,51 @@ def test_kept_float_conv_runs_float_in_edges_ort_sessions(tmp_path) -> None:
     ops = Counter(r["op"] for r in measure(str(path), "onnxruntime", runs=2, warmup=1,
                                            op_profile_dir=str(tmp_path))["op_profile"])
     assert ops["QLinearConv"] == 2 and ops["Conv"] + ops["FusedConv"] == 1, ops
+
+
+class PoolMixer(torch.nn.Module):
+    """EfficientFormer's token mixer: ``pool(x) - x`` with a 3x3 stride-1 average pool (no padded zeros counted),
+    between convolutions."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = torch.nn.Sequential(torch.nn.Conv2d(3, 16, 3, 2, 1), torch.nn.ReLU())
+        self.pool = torch.nn.AvgPool2d(3, 1, 1, count_include_pad=False)
+        self.mlp = torch.nn.Conv2d(16, 16, 1)
+        self.head = torch.nn.Linear(16, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        x = x + (self.pool(x) - x)
+        return self.head(self.mlp(x).mean((2, 3)))
+
+
+def test_average_pool_runs_float_in_int8(tmp_path) -> None:
+    """ORT fuses an int8 AveragePool into QLinearAveragePool, a slow kernel (28% of EfficientFormer-L1's int8 time):
+    int8 keeps the pool float between DequantizeLinear and QuantizeLinear and says why in the manifest; ORT's
+    op profile shows a float AveragePool beside the QLinearConvs, and the file passes its gate."""
+    from edge.devices.runner import measure
+
+    torch.manual_seed(0)
+    net = PoolMixer().eval()
+    shared = shared_for(net)
+    fp32 = TARGETS["onnx"].convert(make_ctx(net, "onnx", "fp32", tmp_path / "fp32", shared))
+    ctx = make_ctx(net, "onnx", "int8", tmp_path / "int8", shared, float_artifact=fp32)
+    path = quantize(ctx)
+    forced = ctx.extras["quantization"]["kept_float_by_runtime"]
+    assert forced and len(forced["nodes"]) == 1 and "QLinearAveragePool" in forced["why"]
+    graph = onnx.load(str(path)).graph
+    producer = {o: n for n in graph.node for o in n.output}
+    (pool,) = [n for n in graph.node if n.op_type == "AveragePool"]
+    assert pool.name == forced["nodes"][0] and producer[pool.input[0]].op_type == "DequantizeLinear"
+    assert all(n.op_type != "QuantizeLinear" or n.input[0] != pool.output[0] for n in graph.node)  # float out
+    ops = Counter(r["op"] for r in measure(str(path), "onnxruntime", runs=2, warmup=1,
+                                           op_profile_dir=str(tmp_path))["op_profile"])
+    assert ops["AveragePool"] == 1 and ops["QLinearAveragePool"] == 0 and ops["QLinearConv"] >= 2, ops
+    report = gate(ctx, path)
+    assert report["passed"], report["failures"]
+    # the other integer modes are left as they were
+    for precision in ("int8dyn", "w8a16"):
+        other = make_ctx(net, "onnx", precision, tmp_path / precision, shared_for(net, precision), float_artifact=fp32)
+        quantize(other)
+        assert other.extras["quantization"]["kept_float_by_runtime"] is None
