@@ -9,7 +9,8 @@
   docs/quant-bench.md. Before quantizing, depthwise convolutions with a channel multiplier are rewritten as a
   channel-repeating Gather and a multiplier-1 depthwise convolution (``expand_channel_multipliers``): the same
   numbers, on the kernel ORT has a fast int8 path for; and a mean over the spatial axes (squeeze-excite) becomes
-  a GlobalAveragePool (``spatial_means_as_global_pool``), which ORT runs as an int8 kernel.
+  a GlobalAveragePool (``spatial_means_as_global_pool``), which ORT runs as an int8 kernel. Windowed AveragePools
+  stay float (``average_pools``): ORT's int8 QLinearAveragePool kernel is slow (``AVERAGE_POOL_WHY``).
 - int8w: weights only. Each Conv/Gemm/MatMul weight becomes int8 per output channel behind a DequantizeLinear; the
   compute stays float. (ORT's MatMulNBits covers MatMul only, which would leave the convolutions -- most of a
   CNN's bytes -- in float.)
