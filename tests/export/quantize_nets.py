@@ -201,3 +201,29 @@ class HeadProjection(torch.nn.Module):
         scores = (self.mix @ (q @ k.transpose(-1, -2)).reshape(self.heads, -1)).reshape(-1, hh * ww, hh * ww)
         y = torch.softmax(scores, -1) @ q  # (h, N, d)
         return self.head(y.mean(1).reshape(1, -1))
+
+
+DEQUANTIZED_INT8 = "int8 constant behind DEQUANTIZE"
+
+
+def matmul_operands(path: Path) -> list[tuple[str, str]]:
+    """(left, right) operand of each BATCH_MATMUL in a .tflite file: "float" (computed in float, or an activation
+    dequantized in front of the matmul), "int8" (an int8 activation), "int8 constant" (read by the op itself) or
+    ``DEQUANTIZED_INT8`` (stored int8, computed in float)."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    model = schema.ModelT.InitFromPackedBuf(bytearray(path.read_bytes()), 0)
+    sg = model.subgraphs[0]
+    code = [max(c.builtinCode, c.deprecatedBuiltinCode) for c in model.operatorCodes]
+    producer = {int(o): op for op in sg.operators for o in op.outputs}
+
+    def kind(i: int) -> str:
+        t, p = sg.tensors[i], producer.get(i)
+        if p is not None and code[p.opcodeIndex] == schema.BuiltinOperator.DEQUANTIZE and p.inputs[0] not in producer:
+            return DEQUANTIZED_INT8 if sg.tensors[int(p.inputs[0])].type == schema.TensorType.INT8 else "float"
+        if t.type == schema.TensorType.INT8:
+            return "int8 constant" if i not in producer else "int8"
+        return "float"
+
+    return [(kind(int(op.inputs[0])), kind(int(op.inputs[1]))) for op in sg.operators
+            if code[op.opcodeIndex] == schema.BuiltinOperator.BATCH_MATMUL]

@@ -27,6 +27,7 @@ from edge.export.tflite_graph import (
     rewrite_in_place,
     share_repeated_vectors,
 )
+from tests.export.quantize_nets import DEQUANTIZED_INT8, matmul_operands
 
 
 class KeyAttention(torch.nn.Module):
@@ -375,36 +376,14 @@ def head_projection(tmp_path_factory) -> tuple[Path, Path, dict[str, int], np.nd
                                   rewrites=QUANTIZED_MATMUL_REWRITES)
 
 
-def _matmul_operands(path: Path) -> list[tuple[str, str]]:
-    """(left, right) operand kinds of each BATCH_MATMUL: 'float', 'int8', 'int8 constant' or 'dequantized
-    constant'."""
-    from ai_edge_litert import schema_py_generated as schema
-
-    model = schema.ModelT.InitFromPackedBuf(bytearray(path.read_bytes()), 0)
-    sg = model.subgraphs[0]
-    code = [max(c.builtinCode, c.deprecatedBuiltinCode) for c in model.operatorCodes]
-    producer = {int(o): op for op in sg.operators for o in op.outputs}
-
-    def kind(i: int) -> str:
-        t, p = sg.tensors[i], producer.get(i)
-        if p is not None and code[p.opcodeIndex] == schema.BuiltinOperator.DEQUANTIZE and p.inputs[0] not in producer:
-            return "dequantized constant"
-        if t.type == schema.TensorType.INT8:
-            return "int8 constant" if i not in producer else "int8"
-        return "float"  # computed in float, or an int8 activation dequantized in front of the matmul
-
-    return [(kind(int(op.inputs[0])), kind(int(op.inputs[1]))) for op in sg.operators
-            if code[op.opcodeIndex] == schema.BuiltinOperator.BATCH_MATMUL]
-
-
 def test_constant_right_operands_are_read_int8(head_projection) -> None:
     before, after, counts, _, _ = head_projection
     assert counts == {"hybrid_constant_matmuls": 2}
-    b, a = Counter(_matmul_operands(before)), Counter(_matmul_operands(after))
-    assert b[("float", "dequantized constant")] == 2  # the per-head projections, as the quantizer leaves them
-    assert a[("float", "dequantized constant")] == 0 and a[("float", "int8 constant")] == 2
+    b, a = Counter(matmul_operands(before)), Counter(matmul_operands(after))
+    assert b[("float", DEQUANTIZED_INT8)] == 2  # the per-head projections, as the quantizer leaves them
+    assert a[("float", DEQUANTIZED_INT8)] == 0 and a[("float", "int8 constant")] == 2
     # the talking-heads matrix is a constant LEFT operand (LiteRT has no float-right hybrid) and stays dequantized
-    assert a[("dequantized constant", "float")] == b[("dequantized constant", "float")] == 1
+    assert a[(DEQUANTIZED_INT8, "float")] == b[(DEQUANTIZED_INT8, "float")] == 1
     assert a[("float", "float")] == b[("float", "float")] == 2  # two activations: nothing to read int8
     assert xnnpack_leftovers(after) == {}
     _, ops = ops_of(after, delegate=True)
