@@ -303,3 +303,23 @@ def test_a_projection_kept_float_stays_float(tmp_path) -> None:
     assert sorted(kinds.values()) == ["float32", "int8"], kinds
     (kept,) = [n for n, d in kinds.items() if d == "float32"]
     assert kept.endswith("PerHeadProjection_q"), kinds
+
+
+def test_keep_float_takes_the_networks_own_module_paths(tmp_path) -> None:
+    """With --channels-last the file's tensor names carry litert-torch's NHWC wrapper, and a conv fused with its
+    ReLU is named after the ReLU first: ``stem`` and ``dw.0`` (the depthwise conv itself) still select them."""
+    from edge.export.quantize.tflite import TfliteGraph
+
+    net = calibrated_tiny(attention=False)
+    shared = shared_for(net)
+    fp32 = TARGETS["tflite"].convert(make_ctx(net, "tflite", "fp32", tmp_path / "fp32", shared, channels_last=True))
+    layers = TfliteGraph(fp32).layers
+    assert all(not m.startswith("wrapped") for ly in layers for m in ly["modules"])
+    (dw,) = [ly for ly in layers if ly["op"] == "DEPTHWISE_CONV_2D"]
+    assert dw["modules"] == ["dw.2", "dw.0"]  # fused ReLU first, the conv last
+    ctx = make_ctx(net, "tflite", "int8", tmp_path / "int8", shared, QuantOptions(keep_float=("stem", "dw.0")),
+                   float_artifact=fp32, channels_last=True)
+    path = quantize(ctx)
+    _, float_ops, _, _ = _graph(path)
+    assert float_ops["CONV_2D"] == 1 and float_ops["DEPTHWISE_CONV_2D"] == 1, float_ops  # the pointwise stays int8
+    assert gate(ctx, path)["passed"]

@@ -505,11 +505,39 @@ def evaluate_folder(root: Path, ctx: ExportContext, runners: dict[str, Runner]) 
             "correct": correct}
 
 
+# The modules that ``--channels-last`` puts around the network (litert-torch's for TFLite, edge's own for ONNX /
+# Core ML); each holds the network as its attribute ``wrapped``, which module paths leave out.
+IO_WRAPPERS = ("ChannelLastIOWrapper", "ChannelsLastIO")
+IO_WRAPPED_ATTR = "wrapped"
+
+
+def without_io_wrapper(path: str | None) -> str | None:
+    """'wrapped.blocks.0' -> 'blocks.0': the same module path with or without --channels-last."""
+    if path is None or path.split(".", 1)[0] != IO_WRAPPED_ATTR:
+        return path
+    return path.partition(".")[2] or None
+
+
 def module_path_of_tflite_name(name: str) -> str | None:
     """'net.Net/net.Block_blocks.0/torch.nn.modules.conv.Conv2d_conv;...' -> 'blocks.0.conv' (litert-torch's
-    tensor names are the nn.Module scope: '<qualified class>_<attribute>' per level)."""
-    first = name.split(";")[0]
-    parts = first.split("/")[1:]
+    tensor names are the nn.Module scope: '<qualified class>_<attribute>' per level). The NHWC wrapper's level is
+    left out, so a path names the same layer with and without --channels-last."""
+    return _module_path_of_scope(name.split(";")[0])
+
+
+def module_paths_of_tflite_name(name: str) -> list[str]:
+    """Every module an op's tensor name speaks for. A fused op joins its scopes with ';;', the fused activation
+    first and the op itself last ('..ReLU_act1;;..Conv2d_conv_stem;1'); both are kept, the ones between (scopes
+    the converter carried over from other ops) are not."""
+    scopes = [s for s in name.split(";") if "/" in s]
+    paths = [_module_path_of_scope(s) for s in scopes[:1] + scopes[1:][-1:]]
+    return list(dict.fromkeys(p for p in paths if p))
+
+
+def _module_path_of_scope(scope: str) -> str | None:
+    root, *parts = scope.split("/")
+    if root.rsplit(".", 1)[-1] in IO_WRAPPERS and parts and parts[0].endswith("_" + IO_WRAPPED_ATTR):
+        parts = parts[1:]
     attrs = []
     for p in parts:
         cls_attr = p.rsplit(".", 1)[-1]

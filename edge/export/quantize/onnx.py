@@ -71,7 +71,7 @@ def quantize(ctx: ExportContext) -> Path:
         pre = tmp / "pre.onnx"
         with ctx.progress.stage("quantize", "onnx quant_pre_process"):
             preprocess(float_copy, pre)
-        graph = OnnxGraph(pre, module_map(float_copy))
+        graph = OnnxGraph(pre, module_map(float_copy, io_wrapped=bool(ctx.options.channels_last)))
         calib = None
         if ctx.precision in NO_CALIBRATION:
             warn_unused_calibration(ctx)
@@ -414,10 +414,13 @@ def weight_only(model: onnx.ModelProto, exclude: Sequence[str] = (), only: Seque
 # Running and naming
 
 
-def module_map(path: Path) -> dict[str, str]:
+def module_map(path: Path, io_wrapped: bool = False) -> dict[str, str]:
     """Output tensor name -> PyTorch module path, from the exporter's per-node metadata (dynamo exporter) or the
-    node name (TorchScript exporter, ``/features/features.3/conv/Conv``)."""
+    node name (TorchScript exporter, ``/features/features.3/conv/Conv``). ``io_wrapped``: the file was exported
+    through the --channels-last wrapper, whose level the paths leave out."""
     import onnx
+
+    from edge.export.quantize.fidelity import without_io_wrapper
 
     model = onnx.load(str(path), load_external_data=False)
     out: dict[str, str] = {}
@@ -435,6 +438,8 @@ def module_map(path: Path) -> dict[str, str]:
         elif node.name.startswith("/"):
             segs = [s for s in node.name.split("/") if s][:-1]
             path_ = segs[-1] if segs else None
+        if io_wrapped:
+            path_ = without_io_wrapper(path_)
         if path_:
             for o in node.output:
                 out[o] = path_

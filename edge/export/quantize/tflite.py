@@ -43,7 +43,7 @@ from edge.export.quantize.calibration import (
     note,
     warn_unused_calibration,
 )
-from edge.export.quantize.fidelity import close_names, module_path_of_tflite_name
+from edge.export.quantize.fidelity import close_names, module_path_of_tflite_name, module_paths_of_tflite_name
 from edge.export.tflite_graph import (
     INTEGER_REWRITES,
     QUANTIZED_MATMUL_REWRITES,
@@ -524,6 +524,7 @@ class TfliteGraph:
                 "name": name,
                 "op": op["op_name"],
                 "module": module_path_of_tflite_name(name),
+                "modules": module_paths_of_tflite_name(name),
                 "output": name,
                 "inputs": [details[i] for i in op["inputs"] if i >= 0 and (i in produced or i in graph_in)],
                 "quantizable": True,
@@ -533,8 +534,8 @@ class TfliteGraph:
         """--keep-float LAYER... -> op output-tensor names (exact tensor name, or every op inside a module path)."""
         out: list[str] = []
         for want in names:
-            hits = [ly["name"] for ly in self.layers if want == ly["name"] or (
-                ly["module"] and (ly["module"] == want or ly["module"].startswith(want + ".")))]
+            hits = [ly["name"] for ly in self.layers if want == ly["name"] or any(
+                m == want or m.startswith(want + ".") for m in ly["modules"])]
             if not hits:
                 raise EdgeError(f"--keep-float {want!r} matches no layer of the TFLite graph",
                                 close_names(want, self.layers))
