@@ -449,12 +449,14 @@ def test_keep_float_module_paths_are_the_same_with_channels_last(net, shared, tm
     wrapped, own = module_map(fp32), module_map(fp32, io_wrapped=True)
     assert any(p.startswith("wrapped.stem") for p in wrapped.values())
     # ops of the wrapper itself (its permute) belong to no module of the network
-    assert own == {k: v for k, p in wrapped.items() if (v := without_io_wrapper(p))} and {"stem.1", "stem.2"} <= set(own.values())
+    assert own == {k: v for k, p in wrapped.items() if (v := without_io_wrapper(p))}
+    assert {"stem.1", "stem.2"} <= set(own.values())
     ctx = make_ctx(net, "onnx", "int8", tmp_path / "int8", shared, QuantOptions(keep_float=("stem",)),
                    float_artifact=fp32, channels_last=True)
     path = quantize(ctx)
     model = onnx.load(str(path))
     producers = {o: n.op_type for n in model.graph.node for o in n.output}
-    float_convs = [n for n in model.graph.node if n.op_type == "Conv" and producers.get(n.input[1]) != "DequantizeLinear"]
+    float_convs = [n for n in model.graph.node
+                   if n.op_type == "Conv" and producers.get(n.input[1]) != "DequantizeLinear"]
     assert len(float_convs) == 1, [n.name for n in float_convs]  # the stem's; the others read int8 weights
     assert gate(ctx, path)["passed"]
