@@ -323,3 +323,18 @@ def test_keep_float_takes_the_networks_own_module_paths(tmp_path) -> None:
     _, float_ops, _, _ = _graph(path)
     assert float_ops["CONV_2D"] == 1 and float_ops["DEPTHWISE_CONV_2D"] == 1, float_ops  # the pointwise stays int8
     assert gate(ctx, path)["passed"]
+
+
+def test_pt2e_keep_float_paths_leave_the_nhwc_wrapper_out() -> None:
+    """PT2E quantizes the --channels-last wrapper's graph: ``stem`` names the network's stem there too."""
+    import litert_torch
+
+    from edge.export.quantize.tflite import _module_paths, keep_float_quantizer
+
+    wrapped = litert_torch.to_channel_last_io(calibrated_tiny(attention=False), args=[0]).eval()
+    gm = torch.export.export(wrapped, (torch.zeros(1, 32, 32, 3),), strict=False).module()
+    paths = {p for n in gm.graph.nodes for p in _module_paths(n, io_wrapped=True)}
+    assert {"stem.0", "dw.0", "head"} <= paths and not any(p.startswith("wrapped") for p in paths)
+    keep_float_quantizer(("stem", "dw.0"), io_wrapped=True).check_names(gm)  # resolves: no error
+    with pytest.raises(EdgeError, match="'stem' matches no module"):  # the wrapper's own paths would need it
+        keep_float_quantizer(("stem",)).check_names(gm)

@@ -43,7 +43,12 @@ from edge.export.quantize.calibration import (
     note,
     warn_unused_calibration,
 )
-from edge.export.quantize.fidelity import close_names, module_path_of_tflite_name, module_paths_of_tflite_name
+from edge.export.quantize.fidelity import (
+    close_names,
+    module_path_of_tflite_name,
+    module_paths_of_tflite_name,
+    without_io_wrapper,
+)
 from edge.export.tflite_graph import (
     INTEGER_REWRITES,
     QUANTIZED_MATMUL_REWRITES,
@@ -381,7 +386,9 @@ def pt2e_quantize(ctx: ExportContext, calib: CalibrationSet | None, out: Path, k
     if ctx.options.channels_last:
         module = litert_torch.to_channel_last_io(module, args=[0], outputs=ctx.channels_last_outputs).eval()
     example = ctx.example_io
-    quantizer = keep_float_quantizer(keep_float).set_global(get_symmetric_quantization_config(is_per_channel=True))
+    io_wrapped = bool(ctx.options.channels_last)
+    quantizer = keep_float_quantizer(keep_float, io_wrapped).set_global(
+        get_symmetric_quantization_config(is_per_channel=True))
     with ctx.progress.stage("quantize", "tflite int8 (PT2E prepare + calibrate)"):
         program = torch.export.export(module, (example,), strict=False)
         gm = program.module()
@@ -392,7 +399,7 @@ def pt2e_quantize(ctx: ExportContext, calib: CalibrationSet | None, out: Path, k
                 prepared(torch.from_numpy(s))
         converted = convert_pt2e(prepared, fold_quantize=False)
     if keep is not None:
-        keep["float"], keep["quant"] = program.module(), converted
+        keep["float"], keep["quant"], keep["io_wrapped"] = program.module(), converted, io_wrapped
     with ctx.progress.stage("quantize", "tflite int8 (PT2E convert)"):
         edge_model = litert_torch.convert(converted, (example,), quant_config=QuantConfig(pt2e_quantizer=quantizer))
         edge_model.export(str(out))
@@ -440,7 +447,7 @@ def pt2e_layer_sqnr(graphs: dict[str, Any], xs: list[np.ndarray]) -> list[dict[s
         if n.op == "placeholder":
             continue
         stack = n.meta.get("nn_module_stack") or {}
-        paths = [p for p in _module_paths(n)]
+        paths = _module_paths(n, graphs.get("io_wrapped", False))
         layers.append({"name": n.name, "op": str(n.target).split(".")[-2] if "." in str(n.target) else str(n.target),
                        "module": paths[-1] if paths else None, "output": n.name,
                        "inputs": [a.name for a in n.all_input_nodes], "quantizable": bool(stack)})
@@ -459,10 +466,10 @@ def pt2e_layer_sqnr(graphs: dict[str, Any], xs: list[np.ndarray]) -> list[dict[s
     return rows
 
 
-def keep_float_quantizer(keep_float: Sequence[str] = ()) -> Any:
+def keep_float_quantizer(keep_float: Sequence[str] = (), io_wrapped: bool = False) -> Any:
     """litert-torch's PT2EQuantizer, minus the annotations of nodes inside the ``--keep-float`` modules (its own
     ``set_module_name`` refuses ``None``, i.e. cannot keep a module float). Built on call: importing litert-torch
-    takes seconds."""
+    takes seconds. ``io_wrapped``: the graph is the --channels-last wrapper's, whose level paths leave out."""
     from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer
     from litert_torch.quantize.pt2e_quantizer_utils import propagate_annotation
 
@@ -472,7 +479,7 @@ def keep_float_quantizer(keep_float: Sequence[str] = ()) -> Any:
             self.keep_float = tuple(keep_float)
 
         def check_names(self, gm: torch.fx.GraphModule) -> None:
-            paths = {p for n in gm.graph.nodes for p in _module_paths(n)}
+            paths = {p for n in gm.graph.nodes for p in _module_paths(n, io_wrapped)}
             for want in self.keep_float:
                 if not any(p == want or p.startswith(want + ".") for p in paths):
                     raise EdgeError(f"--keep-float {want!r} matches no module of the network",
@@ -484,7 +491,8 @@ def keep_float_quantizer(keep_float: Sequence[str] = ()) -> Any:
             else:
                 model = self._annotate_for_static_quantization_config(model)
             for node in model.graph.nodes:
-                if any(p == k or p.startswith(k + ".") for p in _module_paths(node) for k in self.keep_float):
+                if any(p == k or p.startswith(k + ".") for p in _module_paths(node, io_wrapped)
+                       for k in self.keep_float):
                     node.meta.pop("quantization_annotation", None)
             propagate_annotation(model)
             return model
@@ -492,11 +500,14 @@ def keep_float_quantizer(keep_float: Sequence[str] = ()) -> Any:
     return KeepFloatPT2EQuantizer()
 
 
-def _module_paths(node: Any) -> list[str]:
+def _module_paths(node: Any, io_wrapped: bool = False) -> list[str]:
     from edge.export.targets.base import _clean_path
 
     stack = node.meta.get("nn_module_stack") or {}
-    return [_clean_path(v[0]) for v in stack.values() if _clean_path(v[0])]
+    paths = [_clean_path(v[0]) for v in stack.values()]
+    if io_wrapped:
+        paths = [without_io_wrapper(p) for p in paths]
+    return [p for p in paths if p]
 
 
 # ------------------------------------------------------------------------------------------------------------------
