@@ -38,7 +38,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench_fast_artifacts import interleaved, machine, tflite_call  # noqa: E402
+from bench_fast_artifacts import THREADS, _paired, machine, time_artifacts  # noqa: E402
 
 MODELS = ("ghostnet-1.0x", "mobilenetv3-large-1.0", "efficientformerv2-s0", "mobileformer-294m")
 
@@ -85,18 +85,20 @@ def export_tflite(model: Any, precision: str, out: Path, keep: tuple[str, ...] =
     return {"path": res.artifact, "sqnr_db": first.get("sqnr_db"), "passed": res.passed}
 
 
-def time_files(files: dict[str, Path], threads: int, sessions: int, runs: int) -> dict[str, dict[str, float]]:
-    """Per file: median ms over sessions, and the median over sessions of fp32 / file (same-session ratio)."""
+def time_files(files: dict[str, Path], sessions: int, runs: int) -> dict[int, dict[str, dict[str, float]]]:
+    """threads -> file -> median ms over sessions and the median / range of the per-session fp32 / file ratios
+    (bench_fast_artifacts' timing: every file afresh in each session, round-robin)."""
     x = np.asarray(np.random.default_rng(0).standard_normal((1, 3, 224, 224)), np.float32)
-    med: dict[str, list[float]] = {k: [] for k in files}
-    for _ in range(sessions):
-        stats = interleaved({k: tflite_call(p, x, threads) for k, p in files.items()}, runs, warmup=5)
-        for k in files:
-            med[k].append(stats[k]["median"])
-    base = med["fp32"]
-    return {k: {"ms": statistics.median(v), "speedup": statistics.median(b / t for b, t in zip(base, v)),
-                "lo": min(b / t for b, t in zip(base, v)), "hi": max(b / t for b, t in zip(base, v))}
-            for k, v in med.items()}
+    timed = time_artifacts({"tflite": files}, x, runs, warmup=5, sessions=sessions)
+    out: dict[int, dict[str, dict[str, float]]] = {}
+    for threads in THREADS:
+        stats = timed[f"tflite/{threads}"]
+        out[threads] = {}
+        for k, st in stats.items():
+            ratios = _paired(stats["fp32"], st) or [stats["fp32"]["median"] / st["median"]]
+            out[threads][k] = {"ms": st["median"], "speedup": statistics.median(ratios), "lo": min(ratios),
+                               "hi": max(ratios)}
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -104,7 +106,6 @@ def main(argv: list[str] | None = None) -> int:
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", nargs="+", default=list(MODELS))
-    ap.add_argument("--threads", nargs="+", type=int, default=[1, 2])
     ap.add_argument("--sessions", type=int, default=5, help="fresh interpreters per file")
     ap.add_argument("--runs", type=int, default=40, help="timed runs per file and session")
     args = ap.parse_args(argv)
@@ -118,8 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         stem = StemConv().eval()
         files = {p: export_tflite(stem, p, Path(tmp) / "stem", name="stem", img_size=224)["path"]
                  for p in ("fp32", "int8")}
-        for threads in args.threads:
-            t = time_files(files, threads, args.sessions, args.runs * 5)
+        for threads, t in time_files(files, args.sessions, args.runs * 5).items():
             rows.append(("stem conv alone (3 -> 16, 3x3 s2, 224x224)", threads, "int8", t["fp32"]["ms"],
                          t["int8"], None))
         for name in args.models:
@@ -130,8 +130,8 @@ def main(argv: list[str] | None = None) -> int:
             for label, ops in islands_for(layers).items():
                 variants[f"int8, {label} ({len(ops)} ops)"] = export_tflite(
                     name, "int8", Path(tmp) / f"{name}-{len(variants)}", keep=tuple(ops))
-            for threads in args.threads:
-                t = time_files({k: v["path"] for k, v in variants.items()}, threads, args.sessions, args.runs)
+            for threads, t in time_files({k: v["path"] for k, v in variants.items()}, args.sessions,
+                                         args.runs).items():
                 for k in variants:
                     if k != "fp32":
                         rows.append((name, threads, k, t["fp32"]["ms"], t[k], variants[k]["sqnr_db"]))

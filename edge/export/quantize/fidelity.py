@@ -505,10 +505,11 @@ def evaluate_folder(root: Path, ctx: ExportContext, runners: dict[str, Runner]) 
             "correct": correct}
 
 
-# The modules that ``--channels-last`` puts around the network (litert-torch's for TFLite, edge's own for ONNX /
-# Core ML); each holds the network as its attribute ``wrapped``, which module paths leave out.
-IO_WRAPPERS = ("ChannelLastIOWrapper", "ChannelsLastIO")
+# ``--channels-last`` puts a module around the network that holds it as its attribute ``wrapped`` (litert-torch's
+# ChannelLastIOWrapper for TFLite, edge.export.context.ChannelsLastIO for ONNX / Core ML); module paths leave that
+# level out.
 IO_WRAPPED_ATTR = "wrapped"
+TFLITE_IO_WRAPPER = "ChannelLastIOWrapper"  # the root class in litert-torch's tensor names
 
 
 def without_io_wrapper(path: str | None) -> str | None:
@@ -518,17 +519,12 @@ def without_io_wrapper(path: str | None) -> str | None:
     return path.partition(".")[2] or None
 
 
-def module_path_of_tflite_name(name: str) -> str | None:
-    """'net.Net/net.Block_blocks.0/torch.nn.modules.conv.Conv2d_conv;...' -> 'blocks.0.conv' (litert-torch's
-    tensor names are the nn.Module scope: '<qualified class>_<attribute>' per level). The NHWC wrapper's level is
-    left out, so a path names the same layer with and without --channels-last."""
-    return _module_path_of_scope(name.split(";")[0])
-
-
 def module_paths_of_tflite_name(name: str) -> list[str]:
-    """Every module an op's tensor name speaks for. A fused op joins its scopes with ';;', the fused activation
-    first and the op itself last ('..ReLU_act1;;..Conv2d_conv_stem;1'); both are kept, the ones between (scopes
-    the converter carried over from other ops) are not."""
+    """Every module an op's tensor name speaks for, e.g. 'net.Net/net.Block_blocks.0/torch.nn.modules.conv.
+    Conv2d_conv;1' -> ['blocks.0.conv'] (litert-torch names tensors after the nn.Module scope, '<qualified
+    class>_<attribute>' per level). A fused op joins its scopes with ';;', the fused activation first and the op
+    itself last ('..ReLU_act1;;..Conv2d_conv_stem;1'); both are kept, the ones between (scopes the converter
+    carried over from other ops) are not. The NHWC wrapper's level is left out."""
     scopes = [s for s in name.split(";") if "/" in s]
     paths = [_module_path_of_scope(s) for s in scopes[:1] + scopes[1:][-1:]]
     return list(dict.fromkeys(p for p in paths if p))
@@ -536,8 +532,6 @@ def module_paths_of_tflite_name(name: str) -> list[str]:
 
 def _module_path_of_scope(scope: str) -> str | None:
     root, *parts = scope.split("/")
-    if root.rsplit(".", 1)[-1] in IO_WRAPPERS and parts and parts[0].endswith("_" + IO_WRAPPED_ATTR):
-        parts = parts[1:]
     attrs = []
     for p in parts:
         cls_attr = p.rsplit(".", 1)[-1]
@@ -545,7 +539,8 @@ def _module_path_of_scope(scope: str) -> str | None:
         if not m:
             break
         attrs.append(m.group(1))
-    return ".".join(attrs) or None
+    path = ".".join(attrs) or None
+    return without_io_wrapper(path) if root.rsplit(".", 1)[-1] == TFLITE_IO_WRAPPER else path
 
 
 def close_names(want: str, layers: list[dict[str, Any]]) -> str:

@@ -45,7 +45,6 @@ from edge.export.quantize.calibration import (
 )
 from edge.export.quantize.fidelity import (
     close_names,
-    module_path_of_tflite_name,
     module_paths_of_tflite_name,
     without_io_wrapper,
 )
@@ -531,11 +530,12 @@ class TfliteGraph:
             if not op["outputs"] or op["op_name"] == "DELEGATE":
                 continue
             name = details[op["outputs"][0]]
+            modules = module_paths_of_tflite_name(name)  # a fused op's activation first: the one tables show
             self.layers.append({
                 "name": name,
                 "op": op["op_name"],
-                "module": module_path_of_tflite_name(name),
-                "modules": module_paths_of_tflite_name(name),
+                "module": modules[0] if modules else None,
+                "modules": modules,
                 "output": name,
                 "inputs": [details[i] for i in op["inputs"] if i >= 0 and (i in produced or i in graph_in)],
                 "quantizable": True,
