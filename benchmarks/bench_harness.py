@@ -1,7 +1,7 @@
 """How precise and how cheap is edge-bench's host measurement? Writes docs/harness-bench.md.
 
 For each zoo model's fp32 TFLite (LiteRT + XNNPACK, 1 thread, the harness's default settings:
-50 runs, 10 warm-up, 5 trials, big cores):
+50 runs, 10 warm-up, trials auto (10-30, until the CI is within 2%), big cores):
 
 - precision: the 95% bootstrap CI half-width of the median, divided by the median (goal <= 2%);
 - overhead: the harness's median per inference against a bare ``interpreter.invoke()`` loop on the same
@@ -89,8 +89,17 @@ def bare_loop(it, runs: int) -> list[float]:
     return [t / 1e6 for t in ts]
 
 
-def same_session_overhead(model: str, blocks: int = 10, runs: int = 20, warmup: int = 10) -> float:
-    """The harness's timing loop against the bare loop on ONE interpreter, in alternating blocks (%, medians).
+def paired_overhead_pct(harness: list[float], bare: list[float]) -> float:
+    """Median over adjacent (harness, bare) pairs of their ratio, as a % overhead.
+
+    The machine's speed level holds for seconds (session_spread.py), so two measurements taken back to back
+    mostly share it; their ratio cancels it, where the ratio of two pooled medians mixes levels unequally.
+    """
+    return 100.0 * (float(np.median(np.asarray(harness) / np.asarray(bare))) - 1.0)
+
+
+def same_session_overhead(model: str, blocks: int = 20, runs: int = 10, warmup: int = 10) -> float:
+    """The harness's timing loop against the bare loop on ONE interpreter, in alternating blocks (%, paired).
 
     Which speed level a fresh session lands at differs from session to session (see session_spread.py), and that
     is not the harness's doing; on one session only the per-inference cost of the two loops differs.
@@ -105,11 +114,10 @@ def same_session_overhead(model: str, blocks: int = 10, runs: int = 20, warmup: 
     for k in range(blocks):
         for first in ((True, False) if k % 2 == 0 else (False, True)):
             if first:
-                harness += _time_loop(it.invoke, runs, 0)[0]
+                harness.append(float(np.median(_time_loop(it.invoke, runs, 0)[0])))
             else:
-                bare += bare_loop(it, runs)
-    h, b = float(np.median(harness)), float(np.median(bare))
-    return 100.0 * (h - b) / b
+                bare.append(float(np.median(bare_loop(it, runs))))
+    return paired_overhead_pct(harness, bare)
 
 
 def loop_cost_ns() -> float:
@@ -134,14 +142,17 @@ def measure(name: str, path: Path, out: Path, runs: int, warmup: int, trials: in
         harness.append(rep.summaries[0]["trial_medians_ms"][0])
         bare.append(bare_trial(str(art.path), runs, warmup))
     # the precision number comes from one ordinary harness run with every default
+    t0 = time.perf_counter()
     rep = bench(art, "host", out=out / f"{name}-defaults", progress=Progress(quiet=True))
+    default_s = time.perf_counter() - t0
     summary = rep.summaries[0]
     h, b = float(np.median(harness)), float(np.median(bare))
     lo, hi = summary["ci95_ms"]
     sessions = np.array(harness + bare)  # each one a fresh interpreter on the same file
-    return {"name": name, "median": summary["median_ms"], "ci": (lo, hi),
+    return {"name": name, "median": summary["median_ms"], "ci": (lo, hi), "trials": summary["trials"],
+            "default_s": default_s,
             "half_pct": summary["ci95_half_width_pct"], "p10": summary["p10_ms"], "harness": h, "bare": b,
-            "overhead_pct": 100.0 * (h - b) / b, "drift": summary["drift"],
+            "overhead_pct": paired_overhead_pct(harness, bare), "drift": summary["drift"],
             "same_session_overhead_pct": same_session_overhead(str(art.path)),
             "session_spread_pct": 100.0 * float(np.ptp(sessions) / np.median(sessions))}
 
@@ -183,7 +194,7 @@ def main() -> int:
         if a.convert_only:
             print(f"{name}: {path} [{time.time() - t0:.0f} s]", file=sys.stderr)
             continue
-        r = measure(name, path, cache / "results", 50, 10, 5)
+        r = measure(name, path, cache / "results", 50, 10, 10)
         r["cost_pct"] = 100.0 * cost / 1e6 / r["bare"]
         rows.append(r)
         print(f"{name}: median {r['median']:.3f} ms  CI ±{r['half_pct']:.2f}%  harness {r['harness']:.3f} vs bare "
@@ -210,18 +221,21 @@ def write_report(path: Path, rows: list[dict], failed: list, cost_ns: float, ver
         "# edge-bench harness: precision and overhead on the host",
         "",
         "Written by `benchmarks/bench_harness.py` (do not edit by hand). Each zoo model's fp32 TFLite, LiteRT with",
-        "XNNPACK, 1 thread, the harness's default settings (50 runs after 10 warm-up, 5 trials, `--cores big`).",
+        "XNNPACK, 1 thread, the harness's default settings (50 runs after 10 warm-up, `--trials auto`,",
+        "`--cores big`).",
         "",
         "- **CI ±%**: half-width of the 95% bootstrap CI of the median (resampling trials, then runs inside each",
-        "  trial), divided by the median. Goal: at most 2%.",
+        "  trial), divided by the median. Goal: at most 2%. `--trials auto` adds trials until it is within 2%",
+        "  (at least 10, at most 30); **trials** is how many the run took, and the seconds it lasted.",
         "- **overhead**: median per inference through the harness (`bench(..., trials=1)`, a fresh interpreter each",
-        "  trial) against a bare `interpreter.invoke()` loop, 5 interleaved trials each. Goal: at most 2%. On a",
+        "  trial) against a bare `interpreter.invoke()` loop, 10 interleaved trials each, as the median of the",
+        "  ratios of adjacent (harness, bare) trials (the two medians are shown). Goal: at most 2%. On a",
         "  machine shared with other jobs this difference is mostly noise of either sign; the **loop cost** column",
         "  is the harness timing loop's own cost per inference (an empty call timed through it), which is the",
         "  overhead the harness adds by construction.",
-        "- **same session**: the harness's timing loop against the bare loop on one interpreter, 10 alternating",
-        "  blocks of 20 runs each (medians). This is the harness's own per-inference overhead without the",
-        "  session-to-session spread that the overhead column inherits. Goal: at most 2%.",
+        "- **same session**: the harness's timing loop against the bare loop on one interpreter, 20 alternating",
+        "  blocks of 10 runs each (median of adjacent blocks' ratios). This is the harness's own per-inference",
+        "  overhead without the session-to-session spread that the overhead column inherits. Goal: at most 2%.",
         "",
         f"Machine: {platform.machine()}, {os.cpu_count()} logical CPUs, load average {load[0]:.1f} / {load[1]:.1f} / "
         f"{load[2]:.1f} at the end; Python {vers.get('python')}, ai-edge-litert {vers.get('ai_edge_litert')}, "
@@ -240,15 +254,16 @@ def write_report(path: Path, rows: list[dict], failed: list, cost_ns: float, ver
             "",
         ]
     lines += [
-        "| model | median ms | 95% CI ms | CI ±% | p10 ms | harness ms | bare ms | overhead | same session "
+        "| model | median ms | 95% CI ms | CI ±% | trials | p10 ms | harness ms | bare ms | overhead | same session "
         "| loop cost | session spread | drift |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         d = r["drift"]
         flags = ", ".join(k for k in ("latency_rising", "temperature_rising", "frequency_falling") if d.get(k)) or "-"
         lines.append(f"| {r['name']} | {r['median']:.3f} | {r['ci'][0]:.3f}–{r['ci'][1]:.3f} | "
-                     f"{r['half_pct']:.2f}{'' if r['half_pct'] <= 2 else ' ✗'} | {r['p10']:.3f} | {r['harness']:.3f} | "
+                     f"{r['half_pct']:.2f}{'' if r['half_pct'] <= 2 else ' ✗'} | {_trials(r)} | {r['p10']:.3f} | "
+                     f"{r['harness']:.3f} | "
                      f"{r['bare']:.3f} | {r['overhead_pct']:+.2f}%{'' if abs(r['overhead_pct']) <= 2 else ' ✗'} | "
                      f"{_same(r.get('same_session_overhead_pct'))} | "
                      f"{r['cost_pct']:.4f}% | {r['session_spread_pct']:.1f}% | {flags} |")
@@ -265,7 +280,7 @@ def write_report(path: Path, rows: list[dict], failed: list, cost_ns: float, ver
     if miss and not load[0] <= ncpu:  # loaded, or load unknown
         lines += ["", "Where a goal is missed, the spread comes from the machine (other jobs on shared cores move",
                   "latency between and within trials), not from the harness: the loop cost stays far below 0.1%.",
-                  "More trials (`--trials 10`) or a quiet machine narrow the CI."]
+                  "A quiet machine narrows the CI."]
     elif miss:
         spread = max(r["session_spread_pct"] for r in rows)
         lines += ["", "Where a goal is missed on this otherwise idle machine, the spread is between sessions: the",
@@ -276,11 +291,17 @@ def write_report(path: Path, rows: list[dict], failed: list, cost_ns: float, ver
                   "10-13 times (`benchmarks/session_spread.py --series 60`: GhostNet 5.1-9.2 ms, EfficientFormerV2-S0",
                   "9.7-15.6 ms per second, 22-35% of seconds slow, on the 2-core Xeon VM of 2026-11-26), so no",
                   "choice of session removes it. The harness counts this on purpose (each trial is a",
-                  "fresh session, as an app launch is), so its CI narrows only as 1/sqrt(trials); the overhead columns",
-                  "compare medians of 5 sessions each and inherit the same spread. The loop cost, the overhead the",
+                  "fresh session, as an app launch is), so its CI narrows only as 1/sqrt(trials), and only while",
+                  "the slow level stays well under half of the trials: `--trials auto` then reaches 2% within its",
+                  "30 trials, otherwise it stops at 30 and says so. The overhead column compares fresh sessions",
+                  "and inherits what is left of that spread after pairing. The loop cost, the overhead the",
                   "harness adds by construction, stays far below 0.1%. An idle 16-core Xeon shows the same session",
                   "levels, pinned or not: [harness-bench-other-cpu.md](harness-bench-other-cpu.md)."]
     write_text(path, "\n".join(lines) + "\n\n" + HOW)
+
+
+def _trials(r: dict) -> str:
+    return f"{r['trials']} ({r['default_s']:.0f} s)" if "trials" in r else "5"
 
 
 def _same(v: float | None) -> str:

@@ -26,6 +26,15 @@ from edge.devices.base import Artifact, BenchSpec, Device, load_artifacts
 from edge.devices.profiles import Profile, parse_cores_option, parse_spec
 from edge.errors import DeviceError, EdgeError
 
+AUTO = "auto"
+# --trials auto: the least and most trials, and the CI half-width (% of the median) that ends a run early.
+# As BenchmarkDotNet's default (2% relative error, 15-100 iterations), it measures until the interval is
+# tight rather than for a fixed count. At least 10, so a device whose speed switches between levels (this
+# project's 2-core VM: about a third of its seconds slow) is unlikely to show only one level before it stops.
+AUTO_MIN_TRIALS = 10
+AUTO_MAX_TRIALS = 30
+TARGET_CI_PCT = 2.0
+
 
 @dataclass
 class BenchReport:
@@ -58,15 +67,18 @@ def bench(artifacts: str | Path | Artifact | list[str | Path | Artifact],
           devices: str | Device | list[str | Device] = "host", *, runtime: str | None = None,
           delegate: str | None = None, threads: int = 1, runs: int = 50,
           warmup: int = 10, cores: str | None = None, op_profile: bool = False, binary: str | None = None,
-          trials: int = 5, cooldown: float | None = None, max_temp: float | None = None,
+          trials: int | str = AUTO, target_ci: float = TARGET_CI_PCT, max_trials: int = AUTO_MAX_TRIALS,
+          cooldown: float | None = None, max_temp: float | None = None,
           poll: float | None = None, cooldown_timeout: float | None = None, out: str | Path = "bench-results",
           resume: bool = False, require_full_delegation: bool = False, profiles_dir: str | None = None,
           adb: str | None = None, adb_server: str | None = None, progress: Progress | None = None,
           check: bool = True) -> BenchReport:
     """Benchmark artifacts on devices. Returns every summary; with ``check`` raises the first device error
-    (after everything measured is on disk)."""
-    if trials < 1 or runs < 1 or warmup < 0 or threads < 1:
-        raise EdgeError("--trials, --runs and --threads must be >= 1 and --warmup >= 0")
+    (after everything measured is on disk). ``trials="auto"`` runs ``AUTO_MIN_TRIALS`` to ``max_trials``
+    trials and stops once the CI half-width is at most ``target_ci`` % of the median."""
+    if runs < 1 or warmup < 0 or threads < 1:
+        raise EdgeError("--runs and --threads must be >= 1 and --warmup >= 0")
+    plan = trial_plan(trials, target_ci, max_trials)
     cores = parse_cores_option(cores)
     arts: list[Artifact] = []
     for a in artifacts if isinstance(artifacts, list) else [artifacts]:
@@ -106,7 +118,7 @@ def bench(artifacts: str | Path | Artifact | list[str | Path | Artifact],
                     dev.prepare(art, spec)
                     if fingerprint is None:
                         fingerprint = dev.fingerprint()
-                summary = _run_artifact(dev, fingerprint, art, spec, trials, policy, out, resume, progress,
+                summary = _run_artifact(dev, fingerprint, art, spec, plan, policy, out, resume, progress,
                                         require_full_delegation)
                 with lock:
                     report.summaries.append(summary)
@@ -129,7 +141,23 @@ def bench(artifacts: str | Path | Artifact | list[str | Path | Artifact],
     return report
 
 
-def _run_artifact(dev: Device, fingerprint: dict[str, Any], art: Artifact, spec: BenchSpec, trials: int,
+def trial_plan(trials: int | str, target_ci: float = TARGET_CI_PCT,
+               max_trials: int = AUTO_MAX_TRIALS) -> dict[str, Any]:
+    """How many trials: ``{"trials": K}``, or the auto rule that ``results.summarize`` judges complete."""
+    if trials == AUTO:
+        if max_trials < 1 or not target_ci > 0:
+            raise EdgeError(f"--max-trials {max_trials} / --target-ci {target_ci}: need --max-trials >= 1 and "
+                            "--target-ci > 0 (a percentage of the median, e.g. 2)")
+        return {"trials": max_trials, "rule": {"min_trials": min(AUTO_MIN_TRIALS, max_trials),
+                                               "max_trials": max_trials, "target_ci_pct": float(target_ci)}}
+    k = int(trials) if isinstance(trials, int) or str(trials).strip().isdigit() else 0
+    if k < 1:
+        raise EdgeError(f"--trials {trials}: need a whole number >= 1 or `auto`",
+                        "e.g. --trials 5, or --trials auto (until the 95% CI is within --target-ci %)")
+    return {"trials": k, "rule": None}
+
+
+def _run_artifact(dev: Device, fingerprint: dict[str, Any], art: Artifact, spec: BenchSpec, plan: dict[str, Any],
                   policy: dict[str, Any], out: Path, resume: bool, progress: Progress,
                   require_full: bool) -> dict[str, Any]:
     ident = {
@@ -145,13 +173,26 @@ def _run_artifact(dev: Device, fingerprint: dict[str, Any], art: Artifact, spec:
         progress.info(f"[{dev.id}] nothing to resume for {art.label}; starting a new run")
     run_id = run_id or results.new_run_id()
     done = {r["trial"] for r in kept}
+    most, rule = plan["trials"], plan["rule"]
+    of = f"{'<=' if rule else ''}{most}"
     if kept:
-        progress.info(f"[{dev.id}] resuming run {run_id}: {len(kept)} of {trials} trials already measured")
+        progress.info(f"[{dev.id}] resuming run {run_id}: {len(kept)} of {of} trials already measured")
     records = list(kept)
+
+    memo: dict[int, dict[str, Any]] = {}
+
+    def summary_now() -> dict[str, Any]:
+        if len(records) not in memo:
+            memo[len(records)] = results.summarize(sorted(records, key=lambda r: r["trial"]), requested=most,
+                                                   rule=rule)
+        return dict(memo[len(records)])
+
     try:
-        for k in range(1, trials + 1):
+        for k in range(1, most + 1):
             if k in done:
                 continue
+            if rule and len(records) >= rule["min_trials"] and summary_now()["complete"]:
+                break  # --trials auto: the CI is tight enough
             cool = _cool_down(dev, policy, progress)
             th = cool.pop("thermal")
             m = dev.run_trial(art, spec)
@@ -170,20 +211,26 @@ def _run_artifact(dev: Device, fingerprint: dict[str, Any], art: Artifact, spec:
             lat = m.latency_ms
             temp = f"  {th.temperature_c:.1f} C" if th.temperature_c is not None else ""
             p10 = f"  p10 {lat['p10']:.3f}" if lat.get("p10") is not None else ""
-            progress.info(f"[{dev.id}] {art.label} trial {k}/{trials}: median {lat['median']:.3f} ms{p10}{temp}")
+            ci = ""
+            if rule and len(records) >= rule["min_trials"]:
+                ci = f"  CI ±{summary_now()['ci95_half_width_pct']:.1f}% (target {rule['target_ci_pct']:g}%)"
+            progress.info(f"[{dev.id}] {art.label} trial {k}/{of}: median {lat['median']:.3f} ms{p10}{temp}{ci}")
             if require_full:
                 _check_full_delegation(m, dev.id)
     except EdgeError as e:
         if records:
-            summary = results.summarize(sorted(records, key=lambda r: r["trial"]), requested=trials)
-            results.append(out / results.SUMMARY_FILE, summary)
+            results.append(out / results.SUMMARY_FILE, summary_now())
         if isinstance(e, DeviceError):
             n = len(records)
-            raise DeviceError(f"{e.message}; {n} of {trials} trial(s) kept in {out / results.TRIALS_FILE}",
+            raise DeviceError(f"{e.message}; {n} of {of} trial(s) kept in {out / results.TRIALS_FILE}",
                               e.hint or "rerun the same command with --resume to continue") from e
         raise
-    summary = results.summarize(sorted(records, key=lambda r: r["trial"]), requested=trials)
+    summary = summary_now()
     summary["device"] = {**ident["device"]}
+    if rule and not summary["trials_rule"]["target_met"]:
+        progress.info(f"[{dev.id}] {art.label}: 95% CI still ±{summary['ci95_half_width_pct']:.1f}% of the median "
+                      f"after {len(records)} trials (target {rule['target_ci_pct']:g}%): the device's speed "
+                      "moves between trials; see the trial medians, or raise --max-trials")
     results.append(out / results.SUMMARY_FILE, summary)
     return summary
 

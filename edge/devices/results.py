@@ -67,8 +67,13 @@ def find_resumable(out_dir: str | Path, key: tuple) -> tuple[str | None, list[di
     return run_id, [dedup[k] for k in sorted(dedup)]
 
 
-def summarize(trials: list[dict[str, Any]], requested: int | None = None) -> dict[str, Any]:
-    """Combine one run's trial records into an ``edge.bench.summary/1`` record."""
+def summarize(trials: list[dict[str, Any]], requested: int | None = None,
+              rule: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Combine one run's trial records into an ``edge.bench.summary/1`` record.
+
+    With ``rule`` (``--trials auto``: min_trials, max_trials, target_ci_pct) the run is complete once it has
+    ``min_trials`` and its CI half-width is within the target, or it reached ``max_trials``.
+    """
     if not trials:
         raise ValueError("no trials to summarise")
     first = trials[0]
@@ -83,13 +88,19 @@ def summarize(trials: list[dict[str, Any]], requested: int | None = None) -> dic
     rec: dict[str, Any] = {"schema": SUMMARY_SCHEMA}
     for k in SUMMARY_IDENTITY:
         rec[k] = first.get(k)
+    ci_pct = 100.0 * (hi - lo) / 2.0 / median if median else None
+    complete = requested is None or len(trials) >= requested
+    if rule:
+        met = ci_pct is not None and ci_pct <= rule["target_ci_pct"]
+        complete = len(trials) >= rule["max_trials"] or (len(trials) >= rule["min_trials"] and met)
+        rec["trials_rule"] = {**rule, "target_met": met}
     rec.update({
         "trials": len(trials),
-        "trials_requested": requested if requested is not None else len(trials),
-        "complete": requested is None or len(trials) >= requested,
+        "trials_requested": rule["max_trials"] if rule else requested if requested is not None else len(trials),
+        "complete": complete,
         "median_ms": median,
         "ci95_ms": [lo, hi],
-        "ci95_half_width_pct": 100.0 * (hi - lo) / 2.0 / median if median else None,
+        "ci95_half_width_pct": ci_pct,
         "p10_ms": _median_or_none(p10s),
         "p90_ms": _median_or_none(p90s),
         "trimmed_mean_ms": _median_or_none(tms),
@@ -142,5 +153,7 @@ def load_summaries(path: str | Path) -> list[dict[str, Any]]:
         have = by_run.get(key)
         if have is None or have.get("trials", 0) < len(ts):
             dedup = {t["trial"]: t for t in ts}
-            by_run[key] = summarize([dedup[k] for k in sorted(dedup)], requested=(have or {}).get("trials_requested"))
+            rule = {k: v for k, v in ((have or {}).get("trials_rule") or {}).items() if k != "target_met"} or None
+            by_run[key] = summarize([dedup[k] for k in sorted(dedup)], requested=(have or {}).get("trials_requested"),
+                                    rule=rule)
     return sorted(by_run.values(), key=lambda r: (r.get("timestamp") or "", r.get("run_id") or ""))

@@ -23,6 +23,17 @@ def test_bench_cli_table_and_json(tiny_models, tmp_path, capsys):
     assert len(read_jsonl(tmp_path / "r" / "trials.jsonl")) == 4
 
 
+def test_bench_cli_auto_trials_options(tiny_models, tmp_path, capsys):
+    """The default is `--trials auto`; --target-ci and --max-trials reach the rule."""
+    rc = main(["bench", str(tiny_models["onnx"]), "--runs", "2", "--warmup", "0", "--target-ci", "1e-9",
+               "--max-trials", "2", "--out", str(tmp_path / "r"), "--json", "-"])
+    out, err = capsys.readouterr()
+    assert rc == 0
+    (s,) = json.loads(out)
+    assert s["trials"] == 2 and s["trials_rule"]["target_ci_pct"] == 1e-9 and not s["trials_rule"]["target_met"]
+    assert "trial 2/<=2" in err and "95% CI still" in err
+
+
 def test_bench_cli_errors_are_one_line(tiny_models, tmp_path, capsys):
     rc = main(["bench", str(tmp_path / "missing.tflite")])
     err = capsys.readouterr().err
@@ -31,7 +42,7 @@ def test_bench_cli_errors_are_one_line(tiny_models, tmp_path, capsys):
     rc = main(["bench", str(tiny_models["onnx"]), "--device", "ssh://", "--out", str(tmp_path / "r")])
     assert rc == 2 and "is not ssh://[user@]host[:port]" in capsys.readouterr().err
     rc = main(["bench", str(tiny_models["onnx"]), "--trials", "0"])
-    assert rc == 2 and "--trials" in capsys.readouterr().err
+    assert rc == 2 and "--trials 0: need a whole number >= 1 or `auto`" in capsys.readouterr().err
 
 
 def test_bench_exports_first(tiny_models, tmp_path, monkeypatch, capsys):

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
+from types import SimpleNamespace
 
 import pytest
 
@@ -89,6 +91,37 @@ def test_resume_after_interrupt(tiny_models, tmp_path, monkeypatch):
     assert [t["trial"] for t in trials] == [1, 2, 3, 4] and len({t["run_id"] for t in trials}) == 1
     sums = {s["threads"]: s for s in load_summaries(tmp_path)}
     assert sums[1]["complete"] and sums[1]["trials"] == 4 and sums[2]["trials"] == 1
+
+
+def test_auto_trials_stop_at_the_target_ci(tiny_models, tmp_path):
+    """The default `--trials auto`: stops at min_trials when the CI is within target, runs to max when never."""
+    from edge.devices.bench import AUTO_MIN_TRIALS
+    from edge.devices.results import TRIALS_FILE
+
+    loose = bench(tiny_models["onnx"], "host", runs=3, warmup=0, target_ci=1e6, out=tmp_path / "a")
+    (s,) = loose.summaries
+    assert s["trials"] == AUTO_MIN_TRIALS and s["complete"] and s["trials_rule"]["target_met"]
+    assert len(read_jsonl(tmp_path / "a" / TRIALS_FILE)) == AUTO_MIN_TRIALS
+    msgs = []
+    progress = SimpleNamespace(info=msgs.append, stage=lambda *a: contextlib.nullcontext())
+    strict = bench(tiny_models["onnx"], "host", runs=3, warmup=0, target_ci=1e-9, max_trials=4, out=tmp_path / "b",
+                   progress=progress)
+    (s,) = strict.summaries
+    assert s["trials"] == 4 and s["complete"] and not s["trials_rule"]["target_met"]
+    assert s["trials_rule"] == {"min_trials": 4, "max_trials": 4, "target_ci_pct": 1e-9, "target_met": False}
+    assert any("trial 4/<=4" in m and "CI ±" in m for m in msgs)
+    assert any("95% CI still" in m and "after 4 trials" in m for m in msgs)
+    # a fixed run of 2 resumed as auto carries on to its rule under the same run id
+    bench(tiny_models["onnx"], "host", runs=3, warmup=0, trials=2, out=tmp_path / "c")
+    bench(tiny_models["onnx"], "host", runs=3, warmup=0, target_ci=1e-9, max_trials=3, out=tmp_path / "c",
+          resume=True)
+    got = read_jsonl(tmp_path / "c" / TRIALS_FILE)
+    assert [t["trial"] for t in got] == [1, 2, 3] and len({t["run_id"] for t in got}) == 1
+    for bad in ("0", "two", 2.5):
+        with pytest.raises(EdgeError, match="need a whole number >= 1 or `auto`"):
+            bench(tiny_models["onnx"], "host", trials=bad, out=tmp_path / "d")
+    with pytest.raises(EdgeError, match="--target-ci > 0"):
+        bench(tiny_models["onnx"], "host", target_ci=0, out=tmp_path / "d")
 
 
 def test_export_folder_manifest_is_read_as_data(tiny_models, tmp_path):

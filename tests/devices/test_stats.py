@@ -125,3 +125,18 @@ def test_profiles_and_specs(tmp_path):
     f.write_text('transport = "adb"\n[thermal\n')
     with pytest.raises(EdgeError, match="not valid TOML"):
         load_profile(f)
+
+
+def test_auto_trials_rule_judges_completeness():
+    """`--trials auto`: complete at min_trials once the CI is within target, or at max_trials regardless."""
+    rule = {"min_trials": 3, "max_trials": 5, "target_ci_pct": 2.0}
+    steady = [{**_trial(k, 5.0 + 0.01 * (k % 2)), "samples_ms": [5.0 + 0.01 * (k % 2)] * 3} for k in range(1, 4)]
+    s = results.summarize(steady[:2], rule=rule)
+    assert not s["complete"] and s["trials_requested"] == 5  # below min_trials, however tight
+    s = results.summarize(steady, rule=rule)
+    assert s["complete"] and s["trials_rule"]["target_met"] and s["ci95_half_width_pct"] <= 2.0
+    bimodal = [_trial(k, m) for k, m in enumerate([5.0, 9.0, 5.0, 9.0], 1)]
+    s = results.summarize(bimodal, rule=rule)
+    assert not s["complete"] and not s["trials_rule"]["target_met"] and s["ci95_half_width_pct"] > 2.0
+    s = results.summarize([*bimodal, _trial(5, 9.0)], rule=rule)
+    assert s["complete"] and not s["trials_rule"]["target_met"]  # max_trials reached: done, target missed
