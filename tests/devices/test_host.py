@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import contextlib
+import io
 import json
 import os
 import sys
-from types import SimpleNamespace
 
 import pytest
 
 from edge._io import read_jsonl, sha256_path
+from edge._progress import Progress
 from edge.devices import bench, load_artifacts, load_summaries
 from edge.devices.runner import measure
 from edge.errors import EdgeError
@@ -102,10 +102,10 @@ def test_auto_trials_stop_at_the_target_ci(tiny_models, tmp_path):
     (s,) = loose.summaries
     assert s["trials"] == AUTO_MIN_TRIALS and s["complete"] and s["trials_rule"]["target_met"]
     assert len(read_jsonl(tmp_path / "a" / TRIALS_FILE)) == AUTO_MIN_TRIALS
-    msgs = []
-    progress = SimpleNamespace(info=msgs.append, stage=lambda *a: contextlib.nullcontext())
+    log = io.StringIO()
     strict = bench(tiny_models["onnx"], "host", runs=3, warmup=0, target_ci=1e-9, max_trials=4, out=tmp_path / "b",
-                   progress=progress)
+                   progress=Progress(stream=log))
+    msgs = log.getvalue().splitlines()
     (s,) = strict.summaries
     assert s["trials"] == 4 and s["complete"] and not s["trials_rule"]["target_met"]
     assert s["trials_rule"] == {"min_trials": 4, "max_trials": 4, "target_ci_pct": 1e-9, "target_met": False}
