@@ -301,9 +301,11 @@ class CheckReport:
 
 
 def host_identity(trials: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """What makes latencies comparable: the CPU and how many cores the process may use."""
+    """What makes latencies comparable: the CPU, the kernel-relevant features it offers (a VM's generic model name
+    hides whether it has AMX or VNNI), and how many cores the process may use."""
     fp = ((trials[0].get("device") or {}).get("fingerprint") or {}) if trials else {}
-    return {"cpu_model": fp.get("cpu_model"), "usable_cpus": fp.get("usable_cpus"), "machine": fp.get("machine")}
+    return {"cpu_model": fp.get("cpu_model"), "usable_cpus": fp.get("usable_cpus"), "machine": fp.get("machine"),
+            "cpu_features": fp.get("cpu_features")}
 
 
 def bench_on_host(case: Case, export_dir: Path, out: Path) -> list[dict[str, Any]]:
@@ -525,7 +527,7 @@ def _latency_step(case: Case, r: CaseResult, base: dict[str, Any], measure: Meas
 def _incomparable(case: Case, rec: dict[str, Any], base: dict[str, Any], trials: list[dict[str, Any]]) -> str:
     have = host_identity(trials)
     want = base.get("host") or {}
-    for k in ("cpu_model", "usable_cpus"):
+    for k in ("cpu_model", "usable_cpus", "cpu_features"):
         if want.get(k) is not None and have.get(k) is not None and want.get(k) != have.get(k):
             return (f"the baseline was recorded on another host ({k} {want.get(k)!r}, this one {have.get(k)!r}); "
                     "record one on this runner with --update-baseline")

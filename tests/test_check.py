@@ -209,6 +209,23 @@ def test_a_baseline_from_another_cpu_is_not_compared_and_is_replaced(tmp_path):
     assert list(new["cases"]) == ["m/onnx-fp32"] and new["host"]["cpu_model"] == "Synthetic x86 CPU"
 
 
+def test_same_cpu_name_with_other_kernel_features_is_another_host():
+    """A VM's generic CPU name can hide AMX; the recorded CPU features tell the hosts apart."""
+    from edge.check import _incomparable, host_identity
+    from tests.synthetic_results import HOST
+
+    def on(features):
+        dev = {**HOST, "fingerprint": {**HOST["fingerprint"], "cpu_features": features}}
+        return [trial("m", 5.0, k=k, device=dev, target="onnx") for k in range(3)]
+
+    amx, vnni = ["amx_int8", "avx512_vnni"], ["avx512_vnni"]
+    base = {"host": host_identity(on(amx))}
+    assert base["host"]["cpu_features"] == amx
+    assert "cpu_features" in _incomparable(CASE, {}, base, on(vnni))
+    assert _incomparable(CASE, {}, base, on(amx)) == ""
+    assert _incomparable(CASE, {}, {"host": host_identity(on(None))}, on(vnni)) == ""  # older baselines: not recorded
+
+
 # --------------------------------------------------------------------------------------------- end to end
 
 TINY = '''

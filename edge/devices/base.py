@@ -15,7 +15,7 @@ import struct
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 from edge._io import sha256_path
 from edge.devices import parsers
@@ -206,7 +206,22 @@ for z in /sys/class/thermal/thermal_zone*; do
   printf 'tz\t%s\t%s\t%s\n' "${z##*/}" "$(cat "$z/type" 2>/dev/null)" "$(cat "$z/temp" 2>/dev/null)"
 done
 command -v taskset >/dev/null 2>&1 && printf 'tool\ttaskset\n'
+grep -m1 -E '^(flags|Features)[[:space:]]*:' /proc/cpuinfo 2>/dev/null | sed 's/^[^:]*:[[:space:]]*/isa\t/'
 """
+
+# CPU features that decide which int8 / fp16 kernels a runtime can pick (x86 /proc/cpuinfo "flags", ARM
+# "Features"): the same int8 file runs at very different speed-ups with and without them
+# (benchmarks/int8_amx.py: AMX against VNNI on one Xeon), so results are comparable only alongside them.
+KERNEL_CPU_FEATURES = frozenset({
+    "avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_int8",
+    "amx_bf16", "asimd", "asimdhp", "asimddp", "i8mm", "bf16", "sve", "sve2", "sme", "sme2"})
+
+
+class SysInfo(NamedTuple):
+    cpus: dict[str, dict[str, Any]]
+    zones: dict[str, dict[str, Any]]
+    tools: set[str]
+    cpu_features: list[str] | None  # None: the CPU did not say (no /proc/cpuinfo, e.g. macOS)
 
 
 def _int(s: str) -> int | None:
@@ -216,11 +231,12 @@ def _int(s: str) -> int | None:
         return None
 
 
-def parse_sysfs(text: str) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]], set[str]]:
-    """(cpus by id, thermal zones by name, tools) from SYSFS_SCRIPT's output."""
+def parse_sysfs(text: str) -> SysInfo:
+    """Cpus by id, thermal zones by name, tools and kernel-relevant CPU features from SYSFS_SCRIPT's output."""
     cpus: dict[str, dict[str, Any]] = {}
     zones: dict[str, dict[str, Any]] = {}
     tools: set[str] = set()
+    features: list[str] | None = None
     for line in text.splitlines():
         parts = line.split("\t")
         if parts[0] == "cpu" and len(parts) >= 7 and parts[1].isdigit():
@@ -233,8 +249,10 @@ def parse_sysfs(text: str) -> tuple[dict[str, dict[str, Any]], dict[str, dict[st
                                                                                    float(t))}
         elif parts[0] == "tool" and len(parts) >= 2:
             tools.add(parts[1])
+        elif parts[0] == "isa" and len(parts) >= 2:
+            features = sorted(KERNEL_CPU_FEATURES.intersection(parts[1].split()))
     cpus = dict(sorted(cpus.items(), key=lambda kv: int(kv[0])))
-    return cpus, zones, tools
+    return SysInfo(cpus, zones, tools, features)
 
 
 _HOT_ZONE_WORDS = ("cpu", "soc", "tsens", "x86_pkg", "cluster", "big", "little", "apc", "mtktscpu")
@@ -378,7 +396,7 @@ class RemoteDevice(Device):
         return f"{self.workdir.rstrip('/')}/{name}"
 
     # --- probing -------------------------------------------------------------------------------------
-    def sysinfo(self, refresh: bool = False) -> tuple[dict, dict, set]:
+    def sysinfo(self, refresh: bool = False) -> SysInfo:
         if self._sys is None or refresh:
             res = self.shell(SYSFS_SCRIPT, "probing cpufreq and thermal zones", timeout=60)
             self._sys = parse_sysfs(res.out)
@@ -388,7 +406,7 @@ class RemoteDevice(Device):
         return None
 
     def thermal(self) -> ThermalState:
-        cpus, zones, _ = self.sysinfo(refresh=True)
+        cpus, zones, _, _ = self.sysinfo(refresh=True)
         battery = self.battery_c()
         freq = {c: v["scaling_max_freq_khz"] for c, v in cpus.items() if v.get("scaling_max_freq_khz")}
         return ThermalState(temperature_c=pick_temperature(zones, battery), max_freq_khz=freq or None,
@@ -396,8 +414,9 @@ class RemoteDevice(Device):
                             battery_c=battery)
 
     def cpu_fingerprint(self) -> dict[str, Any]:
-        cpus, zones, tools = self.sysinfo()
+        cpus, zones, tools, features = self.sysinfo()
         return {
+            "cpu_features": features,
             "cpus": {c: {"governor": v["governor"], "max_freq_khz": v["cpuinfo_max_freq_khz"],
                          "capacity": v["capacity"]} for c, v in cpus.items()},
             "thermal_zones": {k: {"type": v["type"], "temp_c": v["temp_c"]} for k, v in zones.items()},
@@ -470,7 +489,7 @@ class RemoteDevice(Device):
             on_device = self.push_once(local, Path(local).name)
             self.shell(f"chmod 755 {self.q(on_device)}", "chmod of the benchmark binary", timeout=60)
         model = self.push_once(artifact.path, artifact.path.name)
-        cpus, _, tools = self.sysinfo()
+        cpus, _, tools, _ = self.sysinfo()
         pin, note = select_cpus(spec.cores, cpus)
         if pin is not None and "taskset" not in tools:
             note = f"taskset missing on the device: unpinned (wanted {note})"

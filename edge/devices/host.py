@@ -19,6 +19,7 @@ from edge.devices.base import (
     BenchSpec,
     Device,
     Measurement,
+    SysInfo,
     ThermalState,
     cpu_mask,
     parse_sysfs,
@@ -53,20 +54,21 @@ class HostDevice(Device):
     def state(self) -> str:
         return "device"
 
-    def _sysfs(self) -> tuple[dict, dict, set]:
+    def _sysfs(self) -> SysInfo:
         if sys.platform != "linux":
-            return {}, {}, set()
+            return SysInfo({}, {}, set(), None)
         res = subprocess.run(["/bin/sh", "-c", SYSFS_SCRIPT], capture_output=True, text=True, timeout=30)
         return parse_sysfs(res.stdout)
 
     def fingerprint(self) -> dict[str, Any]:
-        cpus, zones, _ = self._sysfs()
+        cpus, zones, _, features = self._sysfs()
         return {
             "os": platform.platform(),
             "machine": platform.machine(),
             "cpu_model": _cpu_model(),
             "logical_cpus": os.cpu_count(),
             "usable_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+            "cpu_features": features,
             "cpus": {c: {"governor": v["governor"], "max_freq_khz": v["cpuinfo_max_freq_khz"],
                          "capacity": v["capacity"]} for c, v in cpus.items()},
             "thermal_zones": {k: {"type": v["type"], "temp_c": v["temp_c"]} for k, v in zones.items()},
@@ -74,7 +76,7 @@ class HostDevice(Device):
         }
 
     def thermal(self) -> ThermalState:
-        cpus, zones, _ = self._sysfs()
+        cpus, zones, _, _ = self._sysfs()
         freq = {c: v["scaling_max_freq_khz"] for c, v in cpus.items() if v.get("scaling_max_freq_khz")}
         return ThermalState(temperature_c=pick_temperature(zones, None), max_freq_khz=freq or None,
                             zones={k: v["temp_c"] for k, v in zones.items() if v["temp_c"] is not None})
@@ -89,7 +91,7 @@ class HostDevice(Device):
         if rt == "litert" and delegate not in ("xnnpack", "cpu"):
             raise EdgeError(f"delegate {delegate} is not available on the host's LiteRT interpreter",
                             "use --delegate xnnpack or cpu here; GPU/NNAPI/NPU need a phone (--device adb)")
-        cpus, _, _ = self._sysfs()
+        cpus = self._sysfs().cpus
         if not cpus and hasattr(os, "sched_getaffinity"):
             cpus = {str(c): {} for c in sorted(os.sched_getaffinity(0))}
         self._pin, self._pin_note = select_cpus(spec.cores, cpus)

@@ -248,7 +248,7 @@ class SshDevice(RemoteDevice):
             raise DeviceError(f"{py} cannot run edge's runner on {self.id}: {_tail(res.out + res.err)}",
                               "set python = PATH in the device profile to a Python 3.9+ with numpy and the runtime")
         self._versions = got.get("versions")
-        cpus, _, _ = self.sysinfo()
+        cpus = self.sysinfo().cpus
         pin, note = select_cpus(spec.cores, cpus)
         args = [py, RUNNER_NAME, "--model", Path(model).name, "--runtime", rt, "--threads", str(spec.threads),
                 "--runs", str(spec.runs), "--warmup", str(spec.warmup),

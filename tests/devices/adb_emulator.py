@@ -12,7 +12,7 @@ this instead (``adb connect 127.0.0.1:PORT``). It implements what the client nee
 - ``sync:``: STAT / LIST / SEND + DATA + DONE / RECV / QUIT, with responses packed into full packets.
 
 Commands run with ``/bin/sh -c`` in a *sandbox* folder that stands in for the phone's filesystem. Absolute
-device paths under ``/data``, ``/sys`` and ``/sdcard`` are rewritten into the sandbox (in shell command
+device paths under ``/data``, ``/sys``, ``/sdcard`` and ``/proc`` are rewritten into the sandbox (in shell command
 lines and in sync paths, and back again in shell output), so
 ``cat /sys/devices/system/cpu/cpu4/cpufreq/cpuinfo_max_freq`` reads the sandbox's fake sysfs.
 ``make_sandbox`` writes cpufreq files per core (big and little cores with different maximum frequencies),
@@ -51,8 +51,8 @@ SYNC_DATA_MAX = 64 * 1024
 
 SHELL_STDIN, SHELL_STDOUT, SHELL_STDERR, SHELL_EXIT, SHELL_CLOSE_STDIN, SHELL_WINCH = range(6)
 
-DEVICE_PREFIXES = ("/data/", "/sys/", "/sdcard/")
-_PREFIX_RE = re.compile(r"(?<![\w./-])/(data|sys|sdcard)(?=/|\b)")
+DEVICE_PREFIXES = ("/data/", "/sys/", "/sdcard/", "/proc/")
+_PREFIX_RE = re.compile(r"(?<![\w./-])/(data|sys|sdcard|proc)(?=/|\b)")
 
 
 def _header(cmd: int, arg0: int, arg1: int, data: bytes) -> bytes:
@@ -607,6 +607,10 @@ def make_sandbox(root: str | os.PathLike[str], *, abi: str = "arm64-v8a",
         (d / "scaling_cur_freq").write_text(f"{f // 2}\n")
         (d / "scaling_governor").write_text("schedutil\n")
     (root / "sys/devices/system/cpu/online").write_text(f"0-{len(cores) - 1}\n")
+    (root / "proc").mkdir(exist_ok=True)
+    (root / "proc/cpuinfo").write_text("".join(  # a Cortex-X3-like core: dot product and int8 matmul
+        f"processor\t: {i}\nBogoMIPS\t: 38.40\nFeatures\t: fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics "
+        "fphp asimdhp cpuid asimdrdm lrcpc dcpop asimddp sve sve2 i8mm bf16\n\n" for i in range(len(cores))))
     for i, (kind, milli_c) in enumerate(thermal):
         d = root / f"sys/class/thermal/thermal_zone{i}"
         d.mkdir(parents=True, exist_ok=True)

@@ -100,6 +100,8 @@ def test_bench_on_phone(adb_env, phone, phone_bins, tiny_models, tmp_path):
     assert fp["model"] == "EdgeEmu 8" and fp["soc"] == "SM8550" and fp["android_version"] == "14"
     assert fp["build_fingerprint"].startswith("edge/edgeemu/") and fp["abis"][0] == "arm64-v8a"
     assert fp["cpus"]["7"] == {"governor": "schedutil", "max_freq_khz": 2841600, "capacity": None}
+    # the phone's /proc/cpuinfo Features, narrowed to those that pick int8 / fp16 kernels
+    assert fp["cpu_features"] == ["asimd", "asimddp", "asimdhp", "bf16", "i8mm", "sve", "sve2"]
     assert fp["thermal_zones"]["thermal_zone1"]["temp_c"] == 43.5 and fp["battery_temp_c"] == 31.2
     assert trials[0]["temperature_c"] == 31.2  # the battery's, as cool-down policies watch it
     assert trials[0]["max_freq_khz"]["0"] == 1804800

@@ -12,7 +12,8 @@ import pytest
 
 from edge._io import read_jsonl
 from edge.devices import bench, open_device
-from edge.devices.profiles import Profile, load_profile
+from edge.devices.host import HostDevice
+from edge.devices.profiles import Profile, load_profile, parse_spec
 from edge.devices.ssh import SshDevice, sftp_quote
 from edge.errors import DeviceError, EdgeError
 from tests.devices.conftest import copy_model
@@ -48,6 +49,9 @@ def test_runner_over_ssh_with_odd_names(sshd, tiny_models, tmp_path):
     assert {r["op"] for r in onnx_trial["op_profile"]} >= {"Conv", "CumSum"}
     fp = trials[0]["device"]["fingerprint"]
     assert fp["uname"].startswith("Linux") and fp["versions"]["onnxruntime"] and fp["abis"]
+    # the board here is this machine: its features as the host reads them from the same /proc/cpuinfo
+    here = HostDevice(parse_spec("host")).fingerprint()["cpu_features"]
+    assert here is not None and fp["cpu_features"] == here
     assert trials[0]["device"]["id"] == f"ssh://{sshd.user}@{sshd.host}:{sshd.port}"
 
 

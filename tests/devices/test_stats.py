@@ -84,8 +84,12 @@ def test_sysfs_parsing_and_big_cores():
     text = "".join(f"cpu\t{i}\tschedutil\t{f}\t{f}\t{f // 2}\t\n" for i, f in
                    enumerate([1804800] * 4 + [2419200] * 3 + [2841600]))
     text += "tz\tthermal_zone0\tcpu-0-0-usr\t41000\ntz\tthermal_zone1\tbattery\t31000\ntool\ttaskset\n"
-    cpus, zones, tools = parse_sysfs(text)
+    cpus, zones, tools, features = parse_sysfs(text)
     assert list(cpus) == [str(i) for i in range(8)] and tools == {"taskset"}
+    assert features is None  # no /proc/cpuinfo line: unknown, not "none"
+    x86 = parse_sysfs("isa\tfpu vme sse2 avx2 fma avx512f avx512_vnni amx_tile amx_int8 hypervisor\n")
+    assert x86.cpu_features == ["amx_int8", "amx_tile", "avx2", "avx512_vnni", "avx512f", "fma"]
+    assert parse_sysfs("isa\tfp asimd evtstrm aes crc32 asimddp\n").cpu_features == ["asimd", "asimddp"]
     assert select_cpus("big", cpus) == ([4, 5, 6, 7], "big cores 4,5,6,7 (max 2841600 kHz)")
     assert select_cpus("prime", cpus)[0] == [7]
     assert select_cpus("all", cpus)[0] is None
