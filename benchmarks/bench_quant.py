@@ -128,13 +128,14 @@ class Session:
         self.fp32: dict[str, Path] = {}
 
     def ctx(self, target: str, precision: str, workdir: Path, quant: Any = None) -> Any:
-        from edge.export.context import ExportContext, ExportOptions, QuantOptions
+        from edge.export.context import ExportContext, ExportOptions, QuantOptions, deploy_arithmetic
         from edge.export.targets import TARGETS
 
         workdir.mkdir(parents=True, exist_ok=True)
         ld = self.loaded
         layout = TARGETS[target].layout  # the deploy form the pipeline converts for this target
-        return ExportContext(name=ld.name, model=ld.deploy(layout), layout=layout, info=ld.info,
+        return ExportContext(name=ld.name, model=ld.deploy(layout, deploy_arithmetic(precision)), layout=layout,
+                             info=ld.info,
                              example=self.shared["example"],
                              img_size=self.img, target=target, precision=precision, workdir=workdir,
                              options=ExportOptions(quant=quant or QuantOptions()), mean=tuple(ld.mean),

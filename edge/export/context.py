@@ -20,6 +20,13 @@ if TYPE_CHECKING:
 TARGET_NAMES = ("coreml", "tflite", "onnx")
 FLOAT_PRECISIONS = ("fp32", "fp16")
 QUANT_PRECISIONS = ("int8", "int8w", "w8a16", "int8dyn")
+# precisions whose activations are quantized: their graphs run integer elementwise ops (deploy arithmetic "integer")
+INTEGER_ACTIVATION_PRECISIONS = ("int8", "w8a16")
+
+
+def deploy_arithmetic(precision: str) -> str:
+    """The deploy form an artifact of this precision is converted from (``edge.models.reparameterize_model``)."""
+    return "integer" if precision in INTEGER_ACTIVATION_PRECISIONS else "float"
 PRECISIONS = FLOAT_PRECISIONS + QUANT_PRECISIONS
 
 
@@ -69,6 +76,10 @@ class ExportContext:
     layout: str = "nchw"  # the deploy form's arrangement (Target.layout)
 
     @property
+    def arithmetic(self) -> str:
+        return deploy_arithmetic(self.precision)
+
+    @property
     def exported_program(self) -> torch.export.ExportedProgram:
         """``torch.export`` of the NCHW-input network, made once per run and deploy layout and shared by the
         targets (stage "trace")."""
@@ -81,7 +92,7 @@ class ExportContext:
 
     @property
     def program_key(self) -> str:
-        return f"exported_program/{self.layout}"
+        return f"exported_program/{self.layout}/{self.arithmetic}"
 
     @property
     def channels_last_outputs(self) -> list[int]:

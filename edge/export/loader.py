@@ -42,19 +42,19 @@ class LoadedModel:
     interpolation: str = "bilinear"
     default_img_size: int = DEFAULT_IMG_SIZE
     img_size_rule: tuple[int, int] | None = None  # (min, multiple); None: probe by running the network
-    _by_layout: dict[str, nn.Module] = field(default_factory=dict, repr=False)
+    _by_form: dict[tuple[str, str], nn.Module] = field(default_factory=dict, repr=False)
 
-    def deploy(self, layout: str) -> nn.Module:
-        """The deploy form (BatchNorm folded, re-parameterized) arranged for a runtime's memory layout
-        (``edge.models.reparameterize_model``): what is converted. Made on first use, so a TFLite-only export
-        never builds the NCHW form; networks without layout-specific forms share one for every layout."""
-        from edge.models._layers import has_layout_forms
+    def deploy(self, layout: str, arithmetic: str = "float") -> nn.Module:
+        """The deploy form (BatchNorm folded, re-parameterized) arranged for a runtime's memory layout and the
+        artifact's arithmetic (``edge.models.reparameterize_model``): what is converted. Made on first use, so a
+        TFLite-only export never builds the NCHW form; networks without such forms share one."""
+        from edge.models._layers import deploy_forms
 
-        if not has_layout_forms(self.reference):
-            layout = "nchw"
-        if layout not in self._by_layout:
-            self._by_layout[layout] = _deploy(self.reference, layout)
-        return self._by_layout[layout]
+        forms = deploy_forms(self.reference)
+        key = (layout if "layout" in forms else "nchw", arithmetic if "arithmetic" in forms else "float")
+        if key not in self._by_form:
+            self._by_form[key] = _deploy(self.reference, *key)
+        return self._by_form[key]
 
     @property
     def model(self) -> nn.Module:
@@ -188,13 +188,13 @@ def _from_module(model: nn.Module, checkpoint: str | Path | None, name: str | No
                        mean=mean, std=std, default_img_size=int(meta.get("img_size", DEFAULT_IMG_SIZE)))
 
 
-def _deploy(model: nn.Module, layout: str = "nchw") -> nn.Module:
+def _deploy(model: nn.Module, layout: str = "nchw", arithmetic: str = "float") -> nn.Module:
     """A re-parameterized copy (BatchNorm folded, branches merged) for conversion; ``model`` stays as it is."""
     from edge.models._layers import reparameterize_model
 
     deploy = copy.deepcopy(model).eval()
     with torch.no_grad():
-        reparameterize_model(deploy, layout)
+        reparameterize_model(deploy, layout, arithmetic)
     return deploy
 
 

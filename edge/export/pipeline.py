@@ -36,6 +36,7 @@ from edge.export.context import (
     ExportContext,
     ExportOptions,
     QuantOptions,
+    deploy_arithmetic,
 )
 from edge.export.loader import LoadedModel, check_img_size, load, precheck, probe
 from edge.export.manifest import MANIFEST
@@ -372,13 +373,13 @@ def _reference(loaded: LoadedModel, img: int, precision: str, progress: Progress
 def _deploy_check(loaded: LoadedModel, ctx: ExportContext, shared: dict[str, Any]) -> dict[str, Any]:
     """The deploy form (what is converted) against the network as built, on a few images: a diagnostic that tells a
     re-parameterization bug apart from a converter bug when an artifact fails. Once per deploy layout."""
-    key = f"deploy_check/{ctx.layout}"
+    key = f"deploy_check/{ctx.layout}/{ctx.arithmetic}"
     if key not in shared:
         k = min(DEPLOY_CHECK_SAMPLES, len(shared["inputs"]))
-        dep_list = reference_outputs(loaded.deploy(ctx.layout), shared["inputs"][:k])
+        dep_list = reference_outputs(loaded.deploy(ctx.layout, ctx.arithmetic), shared["inputs"][:k])
         shared[key] = {nm: numerics.compare(r[:k], d) for nm, r, d in zip(shared["output_names"], shared["ref"],
                                                                              dep_list)}
-    return {"layout": ctx.layout, "outputs": shared[key]}
+    return {"layout": ctx.layout, "arithmetic": ctx.arithmetic, "outputs": shared[key]}
 
 
 def _output_names(outs: list[torch.Tensor]) -> tuple[str, ...]:
@@ -396,7 +397,8 @@ def _export_one(loaded: LoadedModel, target: Target, precision: str, img: int, o
     with atomic_path(final) as tmp:
         tmp.mkdir()
         ctx = ExportContext(
-            name=loaded.name, model=loaded.deploy(target.layout), layout=target.layout, info=loaded.info,
+            name=loaded.name, model=loaded.deploy(target.layout, deploy_arithmetic(precision)), layout=target.layout,
+            info=loaded.info,
             example=shared["example"], img_size=img,
             target=target.name, precision=precision, workdir=tmp / ".float" if quantized else tmp, options=options,
             mean=tuple(loaded.mean), std=tuple(loaded.std), progress=progress,

@@ -42,40 +42,50 @@ def _fold_sequential(seq: nn.Sequential) -> None:
 
 
 DEPLOY_LAYOUTS = ("nchw", "nhwc")
+# what the artifact computes in: "integer" for files whose activations are quantized (int8 W8A8, W8A16), where an
+# extra elementwise op costs more than a copy; "float" for everything else
+DEPLOY_ARITHMETIC = ("float", "integer")
 
 
-def reparameterize_model(model: nn.Module, layout: str = "nchw") -> nn.Module:
+def reparameterize_model(model: nn.Module, layout: str = "nchw", arithmetic: str = "float") -> nn.Module:
     """Inference-only form: every module's own ``reparameterize()`` (bottom-up), then
     Conv/Linear → BatchNorm pairs inside Sequentials folded. Returns the same module, in eval mode.
 
     ``layout`` is the memory layout of the runtime that will run it ("nchw": ONNX Runtime, Core ML; "nhwc":
-    LiteRT). The math is the same; a module whose ``reparameterize`` takes a ``layout`` argument may arrange its
-    reshapes for that layout, so the converted graph needs fewer transposes there."""
+    LiteRT), ``arithmetic`` what the artifact computes in (``DEPLOY_ARITHMETIC``). The math is the same; a module
+    whose ``reparameterize`` takes a ``layout`` or ``arithmetic`` argument may arrange its ops for them, so the
+    converted graph runs faster there."""
     if layout not in DEPLOY_LAYOUTS:
         raise ValueError(f"layout {layout!r}: expected one of {', '.join(DEPLOY_LAYOUTS)}")
+    if arithmetic not in DEPLOY_ARITHMETIC:
+        raise ValueError(f"arithmetic {arithmetic!r}: expected one of {', '.join(DEPLOY_ARITHMETIC)}")
+    form = {"layout": layout, "arithmetic": arithmetic}
     model.eval()
     for m in reversed(list(model.modules())):
         if m is not model:
-            _reparameterize(m, layout)
+            _reparameterize(m, form)
     for m in list(model.modules()):
         if isinstance(m, nn.Sequential):
             _fold_sequential(m)
-    _reparameterize(model, layout)
+    _reparameterize(model, form)
     return model
 
 
-def _takes_layout(m: nn.Module) -> bool:
+def _form_arguments(m: nn.Module) -> set[str]:
     fn = getattr(m, "reparameterize", None)
-    return fn is not None and "layout" in inspect.signature(fn).parameters
+    return set(inspect.signature(fn).parameters) & {"layout", "arithmetic"} if fn is not None else set()
 
 
-def _reparameterize(m: nn.Module, layout: str) -> None:
-    if _takes_layout(m):
-        m.reparameterize(layout=layout)
-    elif hasattr(m, "reparameterize"):
-        m.reparameterize()
+def _reparameterize(m: nn.Module, form: dict[str, str]) -> None:
+    if hasattr(m, "reparameterize"):
+        m.reparameterize(**{k: form[k] for k in _form_arguments(m)})
+
+
+def deploy_forms(model: nn.Module) -> set[str]:
+    """Which of ``reparameterize_model``'s arguments ("layout", "arithmetic") give this network different forms."""
+    return {a for m in model.modules() for a in _form_arguments(m)}
 
 
 def has_layout_forms(model: nn.Module) -> bool:
     """Whether ``reparameterize_model`` gives this network a different form per layout."""
-    return any(_takes_layout(m) for m in model.modules())
+    return "layout" in deploy_forms(model)

@@ -106,6 +106,20 @@ def test_cnn_with_channels_last_has_no_transpose(ghostnet) -> None:
     assert ops.get("TRANSPOSE", 0) == 0, f"TRANSPOSE in a channels-last CNN graph: {ops}"
 
 
+def test_ghostnet_fp32_drops_the_expansion_concats_and_int8_keeps_them(ghostnet, tmp_path) -> None:
+    """fp32 converts the concatenation-free deploy form (one CONCATENATION per bottleneck, ghost2's), int8 the
+    plain one (two per bottleneck): in an integer graph the halves' sum would be a requantizing ADD."""
+    from edge.models.ghostnet import GhostBottleneck
+
+    blocks = sum(isinstance(m, GhostBottleneck) for m in create("ghostnet-0.5x", calibrate=False).modules())
+    (q,) = export("ghostnet-0.5x", target="tflite", precision="int8", out=tmp_path, img_size=IMG, channels_last=True,
+                  strict=False)  # random weights at 64 px: the op counts are the point, not the int8 gate
+    fp32, int8 = histogram(interpreter_ops(ghostnet.artifact)), histogram(interpreter_ops(q.artifact))
+    assert fp32["CONCATENATION"] == blocks and int8["CONCATENATION"] == 2 * blocks
+    assert ghostnet.manifest["numerics"]["deploy_form"]["arithmetic"] == "float"
+    assert q.manifest["numerics"]["deploy_form"]["arithmetic"] == "integer"
+
+
 def test_efficientformerv2_transposes_within_goal(efv2) -> None:
     assert efv2.passed
     ops = histogram(interpreter_ops(efv2.artifact))
@@ -163,9 +177,9 @@ def test_deploy_forms_are_built_only_for_the_layouts_asked_for(efv2_model) -> No
     from edge.export.loader import load
 
     loaded = load(efv2_model, name=EFV2)
-    assert loaded._by_layout == {}  # noqa: SLF001 - the cache is what this test is about
+    assert loaded._by_form == {}  # noqa: SLF001 - the cache is what this test is about
     nhwc = loaded.deploy("nhwc")
-    assert list(loaded._by_layout) == ["nhwc"]  # noqa: SLF001
+    assert list(loaded._by_form) == [("nhwc", "float")]  # noqa: SLF001
     assert loaded.deploy("nhwc") is nhwc and loaded.model is not nhwc and loaded.deploy("nchw") is loaded.model
     x = torch.randn(2, 3, IMG, IMG, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():

@@ -6,6 +6,7 @@ the huawei-noah release layout is checked against key names and shapes read from
 
 from __future__ import annotations
 
+import copy
 import functools
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +18,8 @@ from torch import nn
 
 from edge.data import image_batch
 from edge.errors import EdgeError
-from edge.models import calibrate_bn, complexity, count_params, create, get_info, list_models
+from edge.models import calibrate_bn, complexity, count_params, create, get_info, list_models, reparameterize_model
+from edge.models.ghostnet import GhostBottleneck, GhostModule
 from tests.reference import import_timm
 
 TIMM = {
@@ -256,6 +258,29 @@ def test_deploy_form_folds_every_batchnorm(reference, name):
         a, b = train_form(x), deployed(x)
     _assert_input_dependent(a)
     assert (a - b).abs().max() <= 1e-4 * a.abs().max()
+
+
+@pytest.mark.parametrize("name", ["ghostnet-0.5x", "ghostnetv2-1.0x"])
+def test_float_deploy_form_never_concatenates_the_expanded_halves(reference, name):
+    """Float deploy form: ghost1 -> [dw] -> [SE] -> ghost2's 1x1 conv run per half and summed, no concatenation;
+    the integer form keeps it. Same outputs; GhostNetV2's gated modules (blocks after the second) keep theirs."""
+    model = create(name, checkpoint=reference(name).safetensors)
+    forms = {a: reparameterize_model(copy.deepcopy(model), arithmetic=a) for a in ("float", "integer")}
+    blocks = [m for m in model.modules() if isinstance(m, GhostBottleneck)]
+    plain = [b for b in blocks if type(b.ghost1) is GhostModule]
+    assert len(plain) == (len(blocks) if name.startswith("ghostnet-") else 2)
+    x = _photos(2, 64)
+    with torch.no_grad():
+        want = model(x)
+        for arithmetic, form in forms.items():
+            got = form(x)
+            assert (got - want).abs().max() <= 1e-4 * want.abs().max(), arithmetic
+
+    def cats(m):
+        return sum(n.target == torch.ops.aten.cat.default for n in torch.export.export(m, (x[:1],)).graph.nodes)
+
+    assert cats(forms["integer"]) == cats(model) == len(blocks) * 2
+    assert cats(forms["float"]) == len(blocks) * 2 - len(plain)
 
 
 @pytest.mark.parametrize("name", NAMES)
