@@ -142,8 +142,9 @@ def recommended_runtime(precision: str) -> dict[str, str]:
     """Which integer ONNX artifact suits which runtime (measured on the host in docs/quant-bench.md)."""
     return {
         "int8": "QDQ is what ORT's NPU/GPU execution providers (QNN, OpenVINO, TensorRT) consume; on x86 CPUs "
-                "without VNNI, ORT fuses it to QLinearConv and it is not faster than fp32 for depthwise-heavy "
-                "mobile networks -- see docs/quant-bench.md",
+                "ORT fuses it to QLinearConv, which for depthwise-heavy mobile networks is little or no faster "
+                "than fp32 even with VNNI (GhostNet 0.92x, MobileNetV3 1.04x on an AVX-512 VNNI Xeon) -- see "
+                "docs/fast-artifacts.md and docs/quant-bench.md",
         "int8w": "any ORT build: size only (4x smaller weights), compute and speed stay fp32",
         "w8a16": "NPU execution providers with 16-bit activation kernels (QNN HTP); ORT CPU only simulates it",
         "int8dyn": "ORT CPU for attention/linear-heavy networks; convolutions run ConvInteger, which is slow on x86",
