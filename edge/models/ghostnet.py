@@ -15,8 +15,9 @@ conv on those; GhostNetV2 gates them with "DFC attention", a decoupled (1x5, 5x1
 computed at half resolution.
 
 The float deploy form (``reparameterize_model(..., arithmetic="float")``) never concatenates a bottleneck's
-expanded halves (``GhostHalvesProjection``): fp32 GhostNet 1.1x faster in LiteRT and ONNX Runtime on x86. Integer
-forms keep the concatenation, which is cheaper there than the requantizing ADD the split needs.
+expanded halves (``GhostHalvesProjection``; GhostNetV2's DFC gate is split with them): fp32 GhostNet 1.1x faster
+in LiteRT and ONNX Runtime on x86. Integer forms keep the concatenation, which is cheaper there than the
+requantizing ADD the split needs.
 """
 
 from __future__ import annotations
@@ -126,8 +127,8 @@ class GhostBottleneck(nn.Module):
             self.bn_dw = fold_conv_bn(self.conv_dw, self.bn_dw)
         g = self.ghost1
         # float only: in an integer graph the halves' sum is a requantizing ADD, dearer than the concatenation
-        # (GhostNet int8 4-7% slower in both LiteRT and ONNX Runtime on x86); V2's gated module keeps its concat
-        if arithmetic == "float" and self.expand is None and type(g) is GhostModule and 2 * g.init_chs == g.out_chs:
+        # (GhostNet int8 4-7% slower in both LiteRT and ONNX Runtime on x86)
+        if arithmetic == "float" and self.expand is None and 2 * g.init_chs == g.out_chs:
             self.expand = GhostHalvesProjection(self.ghost1, self.conv_dw, self.se, self.ghost2.primary_conv)
             self.ghost2.primary_conv = nn.Identity()
             self.ghost1, self.conv_dw, self.bn_dw, self.se = None, None, None, None
@@ -137,10 +138,10 @@ class GhostHalvesProjection(nn.Module):
     """Deploy form of ghost1 -> [depthwise conv] -> [SE] -> ghost2's 1x1 conv that never concatenates the halves.
 
     The expanding Ghost module's output is ``cat(a, cheap(a))``, and everything up to ghost2's 1x1 conv treats
-    the two halves apart (depthwise conv, SE's per-channel scale) or sums over them (SE's reduce conv, the 1x1
-    conv), so each of those is split by input or output channels into one op per half and the sums are added:
-    the same math, without copying the block's widest tensor into a concatenation (XNNPACK: 5-22% of a block's
-    fp32 time on GhostNet's shapes).
+    the two halves apart (GhostNetV2's DFC gate, depthwise conv, SE's per-channel scale) or sums over them (SE's
+    reduce conv, the 1x1 conv), so each of those is split by input or output channels into one op per half and the
+    sums are added: the same math, without copying the block's widest tensor into a concatenation (XNNPACK: 5-22%
+    of a block's fp32 time on GhostNet's shapes).
     """
 
     def __init__(self, ghost1: GhostModule, conv_dw: nn.Conv2d | None, se: SqueezeExcite | None,
@@ -148,7 +149,10 @@ class GhostHalvesProjection(nn.Module):
         super().__init__()
         half = ghost1.init_chs
         self.primary_conv, self.cheap_operation = ghost1.primary_conv, ghost1.cheap_operation
-        self.dw = None if conv_dw is None else nn.ModuleList(_split_depthwise(conv_dw, half))
+        self.dfc, self.dfc_gate = None, None
+        if isinstance(ghost1, GhostModuleV2):
+            self.dfc, self.dfc_gate = nn.ModuleList(_split_dfc(ghost1.short_conv, half)), ghost1.gate
+        self.dw = None if conv_dw is None else nn.ModuleList(_split_outputs(conv_dw, half))
         self.se = None
         if se is not None:
             reduce_a, reduce_b = _split_inputs(se.conv_reduce, half)
@@ -163,6 +167,10 @@ class GhostHalvesProjection(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         a = self.primary_conv(x)
         b = self.cheap_operation(a)
+        if self.dfc is not None:
+            pooled, size = F.avg_pool2d(x, kernel_size=2, stride=2), (a.shape[-2], a.shape[-1])
+            a = a * F.interpolate(self.dfc_gate(self.dfc[0](pooled)), size=size, mode="nearest")
+            b = b * F.interpolate(self.dfc_gate(self.dfc[1](pooled)), size=size, mode="nearest")
         if self.dw is not None:
             a, b = self.dw[0](a), self.dw[1](b)
         if self.se is not None:
@@ -189,16 +197,24 @@ def _split_inputs(conv: nn.Conv2d, at: int) -> tuple[nn.Conv2d, nn.Conv2d]:
 
 
 def _take_outputs(conv: nn.Conv2d, start: int, stop: int | None) -> nn.Conv2d:
+    """The conv's output channels ``start:stop`` (a depthwise conv keeps one group per channel)."""
+    w = conv.weight[start:stop]
     b = None if conv.bias is None else conv.bias[start:stop]
-    return _copy_conv(conv, conv.weight[start:stop], b)
+    return _copy_conv(conv, w, b, groups=w.shape[0] if conv.groups > 1 else 1)
 
 
-def _split_depthwise(conv: nn.Conv2d, at: int) -> tuple[nn.Conv2d, nn.Conv2d]:
-    """A depthwise conv over ``cat(a, b)`` as one depthwise conv per half."""
-    w, b = conv.weight, conv.bias
-    halves = ((0, at), (at, w.shape[0]))
-    return tuple(_copy_conv(conv, w[i:j], None if b is None else b[i:j], groups=j - i)  # type: ignore[return-value]
-                 for i, j in halves)
+def _split_outputs(conv: nn.Conv2d, at: int) -> tuple[nn.Conv2d, nn.Conv2d]:
+    return _take_outputs(conv, 0, at), _take_outputs(conv, at, None)
+
+
+def _split_dfc(short_conv: nn.Sequential, at: int) -> tuple[nn.Sequential, nn.Sequential]:
+    """DFC attention's 1x1 conv -> BN -> (1x5) dw -> BN -> (5x1) dw -> BN, BN folded, cut into each half's
+    channels."""
+    convs = [short_conv[i] for i in (0, 2, 4)]
+    for i, conv in zip((1, 3, 5), convs):
+        short_conv[i] = fold_conv_bn(conv, short_conv[i])
+    first, second = zip(*(_split_outputs(conv, at) for conv in convs))
+    return nn.Sequential(*first), nn.Sequential(*second)
 
 
 # ----------------------------------------------------------------------------------------------- network
