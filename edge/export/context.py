@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 TARGET_NAMES = ("coreml", "tflite", "onnx")
 FLOAT_PRECISIONS = ("fp32", "fp16")
 QUANT_PRECISIONS = ("int8", "int8w", "w8a16", "int8dyn")
+PRECISIONS = FLOAT_PRECISIONS + QUANT_PRECISIONS
 # precisions whose activations are quantized: their graphs run integer elementwise ops (deploy arithmetic "integer")
 INTEGER_ACTIVATION_PRECISIONS = ("int8", "w8a16")
 
@@ -27,7 +28,6 @@ INTEGER_ACTIVATION_PRECISIONS = ("int8", "w8a16")
 def deploy_arithmetic(precision: str) -> str:
     """The deploy form an artifact of this precision is converted from (``edge.models.reparameterize_model``)."""
     return "integer" if precision in INTEGER_ACTIVATION_PRECISIONS else "float"
-PRECISIONS = FLOAT_PRECISIONS + QUANT_PRECISIONS
 
 
 @dataclass

@@ -372,7 +372,7 @@ def _reference(loaded: LoadedModel, img: int, precision: str, progress: Progress
 
 def _deploy_check(loaded: LoadedModel, ctx: ExportContext, shared: dict[str, Any]) -> dict[str, Any]:
     """The deploy form (what is converted) against the network as built, on a few images: a diagnostic that tells a
-    re-parameterization bug apart from a converter bug when an artifact fails. Once per deploy layout."""
+    re-parameterization bug apart from a converter bug when an artifact fails. Once per deploy form."""
     key = f"deploy_check/{ctx.layout}/{ctx.arithmetic}"
     if key not in shared:
         k = min(DEPLOY_CHECK_SAMPLES, len(shared["inputs"]))

@@ -85,7 +85,3 @@ def deploy_forms(model: nn.Module) -> set[str]:
     """Which of ``reparameterize_model``'s arguments ("layout", "arithmetic") give this network different forms."""
     return {a for m in model.modules() for a in _form_arguments(m)}
 
-
-def has_layout_forms(model: nn.Module) -> bool:
-    """Whether ``reparameterize_model`` gives this network a different form per layout."""
-    return "layout" in deploy_forms(model)
