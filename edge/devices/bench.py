@@ -179,20 +179,20 @@ def _run_artifact(dev: Device, fingerprint: dict[str, Any], art: Artifact, spec:
         progress.info(f"[{dev.id}] resuming run {run_id}: {len(kept)} of {of} trials already measured")
     records = list(kept)
 
-    memo: dict[int, dict[str, Any]] = {}
-
     def summary_now() -> dict[str, Any]:
-        if len(records) not in memo:
-            memo[len(records)] = results.summarize(sorted(records, key=lambda r: r["trial"]), requested=most,
-                                                   rule=rule)
-        return dict(memo[len(records)])
+        return results.summarize(sorted(records, key=lambda r: r["trial"]), requested=most, rule=rule)
 
+    def judged() -> dict[str, Any] | None:
+        """Under --trials auto, the summary once ``min_trials`` are in: the rule says whether it is complete."""
+        return summary_now() if rule and len(records) >= rule["min_trials"] else None
+
+    auto = judged()  # a resumed run may be done already
     try:
         for k in range(1, most + 1):
+            if auto and auto["complete"]:
+                break  # --trials auto: the CI is tight enough
             if k in done:
                 continue
-            if rule and len(records) >= rule["min_trials"] and summary_now()["complete"]:
-                break  # --trials auto: the CI is tight enough
             cool = _cool_down(dev, policy, progress)
             th = cool.pop("thermal")
             m = dev.run_trial(art, spec)
@@ -211,9 +211,8 @@ def _run_artifact(dev: Device, fingerprint: dict[str, Any], art: Artifact, spec:
             lat = m.latency_ms
             temp = f"  {th.temperature_c:.1f} C" if th.temperature_c is not None else ""
             p10 = f"  p10 {lat['p10']:.3f}" if lat.get("p10") is not None else ""
-            ci = ""
-            if rule and len(records) >= rule["min_trials"]:
-                ci = f"  CI ±{summary_now()['ci95_half_width_pct']:.1f}% (target {rule['target_ci_pct']:g}%)"
+            auto = judged()
+            ci = f"  CI ±{auto['ci95_half_width_pct']:.1f}% (target {rule['target_ci_pct']:g}%)" if auto else ""
             progress.info(f"[{dev.id}] {art.label} trial {k}/{of}: median {lat['median']:.3f} ms{p10}{temp}{ci}")
             if require_full:
                 _check_full_delegation(m, dev.id)
@@ -225,7 +224,7 @@ def _run_artifact(dev: Device, fingerprint: dict[str, Any], art: Artifact, spec:
             raise DeviceError(f"{e.message}; {n} of {of} trial(s) kept in {out / results.TRIALS_FILE}",
                               e.hint or "rerun the same command with --resume to continue") from e
         raise
-    summary = summary_now()
+    summary = auto or summary_now()
     summary["device"] = {**ident["device"]}
     if rule and not summary["trials_rule"]["target_met"]:
         progress.info(f"[{dev.id}] {art.label}: 95% CI still ±{summary['ci95_half_width_pct']:.1f}% of the median "

@@ -84,4 +84,3 @@ def _reparameterize(m: nn.Module, form: dict[str, str]) -> None:
 def deploy_forms(model: nn.Module) -> set[str]:
     """Which of ``reparameterize_model``'s arguments ("layout", "arithmetic") give this network different forms."""
     return {a for m in model.modules() for a in _form_arguments(m)}
-

@@ -79,9 +79,18 @@ class GhostModuleV2(GhostModule):
         self.gate = nn.Sigmoid()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        attn = self.gate(self.short_conv(F.avg_pool2d(x, kernel_size=2, stride=2)))
         out = super().forward(x)
-        return out * F.interpolate(attn, size=(out.shape[-2], out.shape[-1]), mode="nearest")
+        return out * dfc_attention(self.short_conv, self.gate, half_resolution(x), out)
+
+
+def half_resolution(x: torch.Tensor) -> torch.Tensor:
+    """DFC attention's input: the block input average-pooled to half resolution."""
+    return F.avg_pool2d(x, kernel_size=2, stride=2)
+
+
+def dfc_attention(short_conv: nn.Module, gate: nn.Module, pooled: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """DFC attention map from the half-resolution input, upsampled (nearest) to ``like``'s size."""
+    return F.interpolate(gate(short_conv(pooled)), size=(like.shape[-2], like.shape[-1]), mode="nearest")
 
 
 class GhostBottleneck(nn.Module):
@@ -127,7 +136,7 @@ class GhostBottleneck(nn.Module):
             self.bn_dw = fold_conv_bn(self.conv_dw, self.bn_dw)
         g = self.ghost1
         # float only: in an integer graph the halves' sum is a requantizing ADD, dearer than the concatenation
-        # (GhostNet int8 4-7% slower in both LiteRT and ONNX Runtime on x86)
+        # (GhostNet int8 3-7% slower in both LiteRT and ONNX Runtime on x86)
         if arithmetic == "float" and self.expand is None and 2 * g.init_chs == g.out_chs:
             self.expand = GhostHalvesProjection(self.ghost1, self.conv_dw, self.se, self.ghost2.primary_conv)
             self.ghost2.primary_conv = nn.Identity()
@@ -168,9 +177,9 @@ class GhostHalvesProjection(nn.Module):
         a = self.primary_conv(x)
         b = self.cheap_operation(a)
         if self.dfc is not None:
-            pooled, size = F.avg_pool2d(x, kernel_size=2, stride=2), (a.shape[-2], a.shape[-1])
-            a = a * F.interpolate(self.dfc_gate(self.dfc[0](pooled)), size=size, mode="nearest")
-            b = b * F.interpolate(self.dfc_gate(self.dfc[1](pooled)), size=size, mode="nearest")
+            pooled = half_resolution(x)
+            a = a * dfc_attention(self.dfc[0], self.dfc_gate, pooled, a)
+            b = b * dfc_attention(self.dfc[1], self.dfc_gate, pooled, b)
         if self.dw is not None:
             a, b = self.dw[0](a), self.dw[1](b)
         if self.se is not None:

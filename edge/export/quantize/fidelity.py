@@ -512,6 +512,12 @@ IO_WRAPPED_ATTR = "wrapped"
 TFLITE_IO_WRAPPER = "ChannelLastIOWrapper"  # the root class in litert-torch's tensor names
 
 
+def in_module(path: str | None, module: str) -> bool:
+    """Whether module path ``path`` is ``module`` or inside it (``blocks.0.conv`` is in ``blocks.0``, not in
+    ``blocks.0c``): how --keep-float selects layers by module."""
+    return bool(path) and (path == module or path.startswith(module + "."))
+
+
 def without_io_wrapper(path: str | None) -> str | None:
     """'wrapped.blocks.0' -> 'blocks.0': the same module path with or without --channels-last."""
     if path is None or path.split(".", 1)[0] != IO_WRAPPED_ATTR:

@@ -36,7 +36,7 @@ import numpy as np
 from edge.errors import EdgeError
 from edge.export.quantize import NO_CALIBRATION
 from edge.export.quantize.calibration import CalibrationSet, calibration_set, warn_unused_calibration
-from edge.export.quantize.fidelity import close_names
+from edge.export.quantize.fidelity import close_names, in_module
 from edge.export.targets.onnx import ORT_DISABLED_OPTIMIZERS
 
 if TYPE_CHECKING:
@@ -476,8 +476,7 @@ class OnnxGraph:
         out: list[str] = []
         for want in names:
             hits = [ly["name"] for ly in self.layers if ly["quantizable"] and (
-                want in (ly["name"], ly["output"]) or (ly["module"] and (ly["module"] == want
-                                                                          or ly["module"].startswith(want + "."))))]
+                want in (ly["name"], ly["output"]) or in_module(ly["module"], want))]
             if not hits:
                 raise EdgeError(f"--keep-float {want!r} matches no layer of the ONNX graph",
                                 close_names(want, self.layers))

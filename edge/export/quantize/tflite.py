@@ -45,6 +45,7 @@ from edge.export.quantize.calibration import (
 )
 from edge.export.quantize.fidelity import (
     close_names,
+    in_module,
     module_paths_of_tflite_name,
     without_io_wrapper,
 )
@@ -480,7 +481,7 @@ def keep_float_quantizer(keep_float: Sequence[str] = (), io_wrapped: bool = Fals
         def check_names(self, gm: torch.fx.GraphModule) -> None:
             paths = {p for n in gm.graph.nodes for p in _module_paths(n, io_wrapped)}
             for want in self.keep_float:
-                if not any(p == want or p.startswith(want + ".") for p in paths):
+                if not any(in_module(p, want) for p in paths):
                     raise EdgeError(f"--keep-float {want!r} matches no module of the network",
                                     close_names(want, [{"module": p, "name": p} for p in sorted(paths)]))
 
@@ -490,8 +491,7 @@ def keep_float_quantizer(keep_float: Sequence[str] = (), io_wrapped: bool = Fals
             else:
                 model = self._annotate_for_static_quantization_config(model)
             for node in model.graph.nodes:
-                if any(p == k or p.startswith(k + ".") for p in _module_paths(node, io_wrapped)
-                       for k in self.keep_float):
+                if any(in_module(p, k) for p in _module_paths(node, io_wrapped) for k in self.keep_float):
                     node.meta.pop("quantization_annotation", None)
             propagate_annotation(model)
             return model
@@ -545,8 +545,8 @@ class TfliteGraph:
         """--keep-float LAYER... -> op output-tensor names (exact tensor name, or every op inside a module path)."""
         out: list[str] = []
         for want in names:
-            hits = [ly["name"] for ly in self.layers if want == ly["name"] or any(
-                m == want or m.startswith(want + ".") for m in ly["modules"])]
+            hits = [ly["name"] for ly in self.layers
+                    if want == ly["name"] or any(in_module(m, want) for m in ly["modules"])]
             if not hits:
                 raise EdgeError(f"--keep-float {want!r} matches no layer of the TFLite graph",
                                 close_names(want, self.layers))
