@@ -440,6 +440,78 @@ def test_average_pool_runs_float_in_int8(tmp_path) -> None:
         assert other.extras["quantization"]["kept_float_by_runtime"] is None
 
 
+class GhostConcat(torch.nn.Module):
+    """GhostNet's Ghost module: a 1x1 conv's ReLU output concatenated with a ReLU'd depthwise conv of it (their
+    ranges differ, so calibration gives the Concat's inputs their own scales); then the stem's ReLU output
+    concatenated with a signed tensor, whose range puts the zero point above zero."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = torch.nn.Sequential(torch.nn.Conv2d(3, 16, 3, 2, 1), torch.nn.ReLU())
+        self.primary = torch.nn.Sequential(torch.nn.Conv2d(16, 8, 1), torch.nn.ReLU())
+        self.cheap = torch.nn.Sequential(torch.nn.Conv2d(8, 8, 3, 1, 1, groups=8), torch.nn.ReLU())
+        self.project = torch.nn.Conv2d(16, 16, 1)
+        self.head = torch.nn.Linear(32, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        stem = self.stem(x)
+        x1 = self.primary(stem)
+        ghost = torch.cat([x1, 3 * self.cheap(x1)], 1)
+        return self.head(torch.cat([stem, self.project(ghost)], 1).mean((2, 3)))
+
+
+def test_concat_inputs_take_the_output_scale_and_convs_stay_fused(tmp_path, monkeypatch) -> None:
+    """int8 gives a Concat's quantized inputs the output's scale and zero point, so ORT's QLinearConcat copies bytes
+    instead of requantizing, and re-quantizes the bias of the depthwise conv that also reads the re-scaled tensor:
+    ORT's optimized graph still fuses every Conv into a QLinearConv. The outputs stay as close to float."""
+    import onnxruntime as ort
+
+    from edge.export.quantize import onnx as onnx_quant
+    from edge.export.quantize.onnx import concat_inputs_on_output_scale
+
+    torch.manual_seed(0)
+    net = GhostConcat().eval()
+    shared = shared_for(net)
+    fp32 = TARGETS["onnx"].convert(make_ctx(net, "onnx", "fp32", tmp_path / "fp32", shared))
+    ctx = make_ctx(net, "onnx", "int8", tmp_path / "int8", shared, float_artifact=fp32)
+    path = quantize(ctx)
+    # the Ghost Concat's x1 and the second Concat's projection take their Concat's scale; the stem's output is
+    # ORT's dropped ReLU (its QuantizeLinear clips at zero point 0) and the second Concat's zero point is above 0
+    assert ctx.extras["quantization"]["concat_inputs_on_output_scale"] == 2
+    model = onnx.load(str(path))
+    graph = model.graph
+    inits = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+    producer = {o: n for n in graph.node for o in n.output}
+    readers = {i: n for n in graph.node for i in n.input}
+    ghost, tail = [n for n in graph.node if n.op_type == "Concat"]
+
+    def same(name: str, concat: onnx.NodeProto) -> bool:
+        dq, out_q = producer[name], readers[concat.output[0]]
+        return bool(inits[dq.input[1]] == inits[out_q.input[1]] and inits[dq.input[2]] == inits[out_q.input[2]])
+
+    assert all(same(name, ghost) for name in ghost.input)
+    assert not same(tail.input[0], tail) and inits[producer[tail.input[0]].input[2]] == 0 and same(tail.input[1], tail)
+    assert concat_inputs_on_output_scale(model, onnx.load(str(fp32))) == 0  # nothing left to change
+
+    so = ort.SessionOptions()
+    so.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    ops = Counter(n.op_type for n in onnx.load(so.optimized_model_filepath).graph.node)
+    assert ops["QLinearConv"] == 4 and ops["Conv"] == 0 and ops["QLinearConcat"] == 2, ops
+
+    # the same file without the edit: the re-scaled one is as close to float (the range was the Concat's anyway)
+    monkeypatch.setattr(onnx_quant, "concat_inputs_on_output_scale", lambda model, float_model: 0)
+    plain = make_ctx(net, "onnx", "int8", tmp_path / "plain", shared, float_artifact=fp32)
+    plain_path = quantize(plain)
+    plain_ops = Counter(n.op_type for n in onnx.load(str(plain_path)).graph.node)
+    assert plain_ops == Counter(n.op_type for n in graph.node)
+    report, plain_report = gate(ctx, path), gate(plain, plain_path)
+    assert report["outputs"]["logits"]["sqnr_db"] > plain_report["outputs"]["logits"]["sqnr_db"] - 1.5, \
+        (report, plain_report)
+    assert report["passed"], report["failures"]
+
+
 def test_keep_float_module_paths_are_the_same_with_channels_last(net, shared, tmp_path) -> None:
     """--channels-last exports through edge's NHWC wrapper; module paths leave its level out."""
     from edge.export.quantize.fidelity import without_io_wrapper

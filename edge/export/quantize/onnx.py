@@ -10,7 +10,9 @@
   channel-repeating Gather and a multiplier-1 depthwise convolution (``expand_channel_multipliers``): the same
   numbers, on the kernel ORT has a fast int8 path for; and a mean over the spatial axes (squeeze-excite) becomes
   a GlobalAveragePool (``spatial_means_as_global_pool``), which ORT runs as an int8 kernel. Windowed AveragePools
-  stay float (``average_pools``): ORT's int8 QLinearAveragePool kernel is slow (``AVERAGE_POOL_WHY``).
+  stay float (``average_pools``): ORT's int8 QLinearAveragePool kernel is slow (``AVERAGE_POOL_WHY``). After
+  quantizing, Concat inputs take the Concat's output scale (``concat_inputs_on_output_scale``), so ORT's
+  QLinearConcat copies instead of requantizing.
 - int8w: weights only. Each Conv/Gemm/MatMul weight becomes int8 per output channel behind a DequantizeLinear; the
   compute stays float. (ORT's MatMulNBits covers MatMul only, which would leave the convolutions -- most of a
   CNN's bytes -- in float.)
@@ -88,9 +90,11 @@ def quantize(ctx: ExportContext) -> Path:
         forced_why = "; ".join(why for nodes, why in ((forced, BATCHED_WHY), (pools, AVERAGE_POOL_WHY)) if nodes)
         forced += pools
 
+        made: dict[Path, dict[str, int]] = {}  # artifact -> its after-quantization edit counts
+
         def build(exclude: Sequence[str], path: Path) -> Path:
             return quantize_file(ctx.precision, pre, path, calib, q.calib_method, [*exclude, *forced], layout_nhwc,
-                                 cache, int8_format)
+                                 cache, int8_format, made.setdefault(path, {}))
 
         with ctx.progress.stage("quantize", f"onnx {ctx.precision}"):
             artifact = build(excluded, tmp / "q.onnx")
@@ -99,6 +103,7 @@ def quantize(ctx: ExportContext) -> Path:
                                 excluded=excluded, layer_fn=fidelity.onnx_layer_sqnr,
                                 layer_input=fidelity.io_layout(ctx))
         artifact = report.pop("_artifact")
+        edits.update(made.get(Path(artifact), {}))
         final = Path(ctx.workdir) / ARTIFACT
         shutil.copyfile(artifact, final)
         ctx.extras["quantization"] = {
@@ -143,8 +148,9 @@ def recommended_runtime(precision: str) -> dict[str, str]:
     return {
         "int8": "QDQ is what ORT's NPU/GPU execution providers (QNN, OpenVINO, TensorRT) consume; on x86 CPUs "
                 "ORT fuses it to QLinearConv, which for depthwise-heavy mobile networks is little or no faster "
-                "than fp32 even with VNNI (GhostNet 0.92x, MobileNetV3 1.04x on an AVX-512 VNNI Xeon) -- see "
-                "docs/fast-artifacts.md and docs/quant-bench.md",
+                "than fp32 even with VNNI (GhostNet 0.92-1.00x, MobileNetV3 1.04x on an AVX-512 VNNI Xeon): ORT's "
+                "x86 int8 depthwise kernel is 1.6-15x slower than its fp32 one -- see docs/fast-artifacts.md and "
+                "docs/quant-bench.md",
         "int8w": "any ORT build: size only (4x smaller weights), compute and speed stay fp32",
         "w8a16": "NPU execution providers with 16-bit activation kernels (QNN HTP); ORT CPU only simulates it",
         "int8dyn": "ORT CPU for attention/linear-heavy networks; convolutions run ConvInteger, which is slow on x86",
@@ -283,12 +289,14 @@ class _Reader:
 
 def quantize_file(precision: str, pre: Path, out: Path, calib: CalibrationSet | None, method: str,
                   exclude: Sequence[str] = (), nhwc: bool = False, cache: Path | None = None,
-                  int8_format: str = DEFAULT_INT8_FORMAT) -> Path:
-    """Quantize a pre-processed float model file into ``out`` (single file, no external data)."""
+                  int8_format: str = DEFAULT_INT8_FORMAT, counts: dict[str, int] | None = None) -> Path:
+    """Quantize a pre-processed float model file into ``out`` (single file, no external data); the edits made after
+    quantizing are counted into ``counts``."""
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_dynamic, quantize_static
 
     exclude = list(exclude)
+    counts = {} if counts is None else counts
     if precision == "int8w":
         model = weight_only(onnx.load(str(pre)), exclude)
         onnx.save_model(model, str(out))
@@ -324,9 +332,108 @@ def quantize_file(precision: str, pre: Path, out: Path, calib: CalibrationSet | 
                     activation_type=act,
                     weight_type=QuantType.QInt8, calibrate_method=cal_method, nodes_to_exclude=exclude,
                     extra_options=extra, calibration_cache_path=str(cache) if cache is not None else None)
-    if batched:  # per-tensor int8 weights, which ORT's integer MatMul kernels accept
-        onnx.save_model(weight_only(onnx.load(str(out)), only=batched, per_tensor=True), str(out))
+    shared_concats = precision == "int8" and fmt == QuantFormat.QDQ
+    if batched or shared_concats:
+        model = onnx.load(str(out))
+        if batched:  # per-tensor int8 weights, which ORT's integer MatMul kernels accept
+            model = weight_only(model, only=batched, per_tensor=True)
+        if shared_concats:
+            counts["concat_inputs_on_output_scale"] = concat_inputs_on_output_scale(model, onnx.load(str(pre)))
+        onnx.save_model(model, str(out))
     return out
+
+
+def concat_inputs_on_output_scale(model: onnx.ModelProto, float_model: onnx.ModelProto | None = None) -> int:
+    """Give, in the QDQ ``model``, each quantized Concat input the scale and zero point of the Concat's output;
+    return how many inputs changed. Convolution biases quantized with an input's old scale are re-quantized to
+    the new one (ORT fuses a Conv only while bias scale = input scale x weight scale).
+
+    ORT's quantizer drops a Relu or Clip whose output range its QuantizeLinear already clips to (the tensor keeps
+    the activation's name; ``float_model`` is the graph it quantized, where that name is the activation's output).
+    Such a tensor is re-scaled only when it stays clipped at zero: a Relu's, onto a zero point at the bottom of
+    the integer range; a Clip's never.
+
+    ORT fuses DequantizeLinear -> Concat -> QuantizeLinear into QLinearConcat, which requantizes every input
+    through a lookup table unless the input's scale and zero point are the output's, and then copies bytes (TFLite
+    requires the equal parameters outright). The calibrated output range holds every input's range, so an input
+    loses at most the resolution it would lose at the Concat anyway; a tensor that feeds two Concats of different
+    output scales keeps its own. Downstream Concats are settled first, so a Concat of Concats ends on one scale.
+    """
+    from onnx import numpy_helper
+
+    graph = model.graph
+    inits = {i.name: i for i in graph.initializer}
+    producer = {o: n for n in graph.node for o in n.output}
+    consumers: dict[str, list[Any]] = {}
+    for n in graph.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    uses: dict[str, int] = {}
+    for n in graph.node:
+        for i in n.input:
+            uses[i] = uses.get(i, 0) + 1
+
+    def array(name: str) -> np.ndarray:
+        return numpy_helper.to_array(inits[name])
+
+    def assign(name: str, value: np.ndarray) -> None:
+        inits[name].CopyFrom(numpy_helper.from_array(value, name))
+
+    def requantize_biases(scale: str, new: np.ndarray) -> None:
+        for dq in (n for n in graph.node if n.op_type == "DequantizeLinear" and n.input[1] == scale):
+            for op in consumers.get(dq.output[0], []):
+                if op.op_type not in ("Conv", "ConvTranspose", "Gemm") or len(op.input) < 3 \
+                        or op.input[0] != dq.output[0]:
+                    continue
+                bias_dq, weight_dq = producer.get(op.input[2]), producer.get(op.input[1])
+                if bias_dq is None or weight_dq is None or bias_dq.op_type != "DequantizeLinear" \
+                        or weight_dq.op_type != "DequantizeLinear" or uses.get(bias_dq.input[1]) != 1:
+                    continue
+                weight_scale = array(weight_dq.input[1]).astype(np.float64)
+                bias_scale = (new.astype(np.float64) * weight_scale).astype(np.float32)
+                real = array(bias_dq.input[0]) * array(bias_dq.input[1]).astype(np.float64)
+                bias = np.round(real / bias_scale).astype(np.int32)
+                assign(bias_dq.input[0], bias)
+                assign(bias_dq.input[1], bias_scale)
+
+    activations = {n.output[0]: n.op_type for n in (float_model.graph.node if float_model is not None else ())
+                   if n.op_type in ("Relu", "Clip")}
+    dropped = {name: op for name, op in activations.items()
+               if name in producer and producer[name].op_type not in ("Relu", "Clip")}
+
+    def keeps_its_clip(tensor: str, zero: np.ndarray) -> bool:
+        if tensor not in dropped:
+            return True
+        lowest = np.iinfo(zero.dtype).min
+        return dropped[tensor] == "Relu" and int(zero.reshape(-1)[0]) == lowest
+
+    settled: dict[str, bytes] = {}  # scale initializer -> the output scale it was given
+    changed = 0
+    for concat in reversed([n for n in graph.node if n.op_type == "Concat"]):
+        after = consumers.get(concat.output[0], [])
+        if len(after) != 1 or after[0].op_type != "QuantizeLinear" or len(after[0].input) < 3:
+            continue
+        out_scale, out_zero = array(after[0].input[1]), array(after[0].input[2])
+        for name in concat.input:
+            dq = producer.get(name)
+            q = producer.get(dq.input[0]) if dq is not None and dq.op_type == "DequantizeLinear" else None
+            if q is None or q.op_type != "QuantizeLinear" or len(dq.input) < 3 \
+                    or (q.input[1], q.input[2]) != (dq.input[1], dq.input[2]) or dq.input[1] == after[0].input[1]:
+                continue
+            scale, zero = dq.input[1], dq.input[2]
+            if array(zero).dtype != out_zero.dtype or settled.get(scale, out_scale.tobytes()) != out_scale.tobytes():
+                continue
+            if array(scale).tobytes() == out_scale.tobytes() and array(zero).tobytes() == out_zero.tobytes():
+                continue
+            sharing = [n.input[0] for n in graph.node if n.op_type == "QuantizeLinear" and n.input[1] == scale]
+            if not all(keeps_its_clip(tensor, out_zero) for tensor in sharing):
+                continue
+            requantize_biases(scale, out_scale)
+            assign(scale, out_scale.copy())
+            assign(zero, out_zero.copy())
+            settled[scale] = out_scale.tobytes()
+            changed += 1
+    return changed
 
 
 BATCHED_WHY = ("ONNX Runtime's QLinearMatMul / MatMulInteger take per-channel weight scales only for 2-D weights; "
