@@ -358,6 +358,62 @@ def test_spatial_mean_becomes_global_average_pool_in_int8(tmp_path) -> None:
     assert report["outputs"]["logits"]["sqnr_db"] > 20, report
 
 
+class HardSigmoidGates(torch.nn.Module):
+    """GhostNet / MobileNetV3's squeeze-excite gate (a 1x1 conv, then a hard sigmoid), and a hard swish written as
+    ``y * hard_sigmoid(y)``, whose conv output feeds two ops and must stay as it is."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = torch.nn.Sequential(torch.nn.Conv2d(3, 16, 3, 2, 1), torch.nn.ReLU())
+        self.reduce = torch.nn.Conv2d(16, 4, 1)
+        self.expand = torch.nn.Conv2d(4, 16, 1)
+        self.mix = torch.nn.Conv2d(16, 16, 1)
+        self.head = torch.nn.Linear(16, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        gate = torch.nn.functional.hardsigmoid(self.expand(torch.relu(self.reduce(x.mean((2, 3), keepdim=True)))))
+        y = self.mix(x * gate)
+        return self.head((y * torch.nn.functional.hardsigmoid(y)).mean((2, 3)))
+
+
+def test_squeeze_excite_hard_sigmoid_folds_into_its_conv_in_int8(tmp_path) -> None:
+    """ORT has no integer HardSigmoid: int8 folds a gate's hard sigmoid into the conv before it (scaled weights and
+    bias, then a Clip to [0, 1], which ORT's quantizer drops into the conv's QuantizeLinear), exactly in float; a
+    hard swish's HardSigmoid, whose conv output is also multiplied, stays."""
+    import onnxruntime as ort
+
+    from edge.export.quantize.onnx import hard_sigmoids_into_convs
+
+    torch.manual_seed(0)
+    net = HardSigmoidGates().eval()
+    shared = shared_for(net)
+    fp32 = TARGETS["onnx"].convert(make_ctx(net, "onnx", "fp32", tmp_path / "fp32", shared))
+    assert Counter(n.op_type for n in onnx.load(str(fp32)).graph.node)["HardSigmoid"] == 2
+    model = onnx.load(str(fp32))
+    assert hard_sigmoids_into_convs(model) == 1
+    assert hard_sigmoids_into_convs(model) == 0  # nothing left to fold
+    rewritten = tmp_path / "rewritten.onnx"
+    onnx.save_model(model, str(rewritten))
+    ops = Counter(n.op_type for n in model.graph.node)
+    assert ops["HardSigmoid"] == 1 and ops["Clip"] == 1
+    x = shared["inputs"].numpy()
+
+    def run(path: Path) -> np.ndarray:
+        sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        return np.concatenate([sess.run(None, {sess.get_inputs()[0].name: xi[None]})[0] for xi in x])
+
+    np.testing.assert_allclose(run(rewritten), run(fp32), rtol=1e-5, atol=1e-6)  # float rounding of alpha * w only
+
+    ctx = make_ctx(net, "onnx", "int8", tmp_path / "int8", shared, float_artifact=fp32)
+    path = quantize(ctx)
+    assert ctx.extras["quantization"]["hard_sigmoids_into_convs"] == 1
+    ops = Counter(n.op_type for n in onnx.load(str(path)).graph.node)
+    assert ops["HardSigmoid"] == 1 and ops["Clip"] == 0, ops  # the gate's Clip lives in the QuantizeLinear
+    report = gate(ctx, path)
+    assert report["outputs"]["logits"]["sqnr_db"] > 20, report
+
+
 class ThreeConvs(torch.nn.Module):
     """conv -> conv -> conv: the middle one has int8 neighbours on both sides."""
 

@@ -8,8 +8,9 @@
   converted to u8 on x86 unless ``session.qdqisint8allowed`` is set, and are then 2-3x slower. See
   docs/quant-bench.md. Before quantizing, depthwise convolutions with a channel multiplier are rewritten as a
   channel-repeating Gather and a multiplier-1 depthwise convolution (``expand_channel_multipliers``): the same
-  numbers, on the kernel ORT has a fast int8 path for; and a mean over the spatial axes (squeeze-excite) becomes
-  a GlobalAveragePool (``spatial_means_as_global_pool``), which ORT runs as an int8 kernel. Windowed AveragePools
+  numbers, on the kernel ORT has a fast int8 path for; a mean over the spatial axes (squeeze-excite) becomes
+  a GlobalAveragePool (``spatial_means_as_global_pool``), which ORT runs as an int8 kernel; and a squeeze-excite
+  gate's HardSigmoid folds into its conv (``hard_sigmoids_into_convs``), as ORT has no int8 HardSigmoid. Windowed AveragePools
   stay float (``average_pools``): ORT's int8 QLinearAveragePool kernel is slow (``AVERAGE_POOL_WHY``). After
   quantizing, Concat inputs take the Concat's output scale (``concat_inputs_on_output_scale``), so ORT's
   QLinearConcat copies instead of requantizing.
@@ -257,10 +258,57 @@ def spatial_means_as_global_pool(model: onnx.ModelProto) -> int:
     return rewritten
 
 
+def hard_sigmoids_into_convs(model: onnx.ModelProto) -> int:
+    """Rewrite, in ``model``, each HardSigmoid(alpha, beta) whose input is a Conv output read by nothing else as
+    that Conv with its weights scaled by alpha and its bias mapped to alpha * b + beta, then a Clip to [0, 1];
+    return how many. The same function: hard sigmoid(z) = clip(alpha * z + beta, 0, 1), and the Conv is linear.
+
+    ORT has no integer HardSigmoid, so in an int8 file the squeeze-excite gates of GhostNet and MobileNetV3 ran
+    float between a DequantizeLinear and a QuantizeLinear. A Clip after a Conv is an activation ORT's quantizer
+    drops into the Conv's QuantizeLinear, so the gate comes straight out of a QLinearConv.
+    """
+    from onnx import helper, numpy_helper
+
+    graph = model.graph
+    inits = {i.name: i for i in graph.initializer}
+    producer = {o: n for n in graph.node for o in n.output}
+    readers: dict[str, int] = {}
+    for n in graph.node:
+        for i in n.input:
+            readers[i] = readers.get(i, 0) + 1
+    outputs = {o.name for o in graph.output}
+    rewritten = 0
+    for node in graph.node:
+        conv = producer.get(node.input[0]) if node.op_type == "HardSigmoid" else None
+        if conv is None or conv.op_type != "Conv" or readers.get(node.input[0]) != 1 or node.input[0] in outputs \
+                or conv.input[1] not in inits or (len(conv.input) > 2 and conv.input[2] not in inits) \
+                or readers.get(conv.input[1]) != 1 or (len(conv.input) > 2 and readers.get(conv.input[2]) != 1):
+            continue
+        attrs = {a.name: a.f for a in node.attribute}
+        alpha, beta = attrs.get("alpha", 0.2), attrs.get("beta", 0.5)
+        weight = numpy_helper.to_array(inits[conv.input[1]])
+        inits[conv.input[1]].CopyFrom(numpy_helper.from_array((weight * alpha).astype(weight.dtype), conv.input[1]))
+        if len(conv.input) > 2:
+            bias = numpy_helper.to_array(inits[conv.input[2]])
+        else:
+            bias = np.zeros(weight.shape[0], weight.dtype)
+            name = f"{conv.name}/hard_sigmoid_bias"
+            graph.initializer.append(numpy_helper.from_array(bias, name))
+            inits[name] = graph.initializer[-1]
+            conv.input.append(name)
+        inits[conv.input[2]].CopyFrom(numpy_helper.from_array((bias * alpha + beta).astype(bias.dtype), conv.input[2]))
+        bounds = [f"{node.name}/clip_min", f"{node.name}/clip_max"]
+        graph.initializer.extend(numpy_helper.from_array(np.array(v, weight.dtype), n) for n, v in zip(bounds, (0, 1)))
+        node.CopyFrom(helper.make_node("Clip", [node.input[0], *bounds], list(node.output), name=node.name))
+        rewritten += 1
+    return rewritten
+
+
 # graph edits made to the float model before int8 quantization: the same numbers, kernels ORT runs faster in int8
 # (each a manifest key under ``quantization`` with its count)
 INT8_GRAPH_EDITS = {"channel_multiplier_convs_expanded": expand_channel_multipliers,
-                    "spatial_means_as_global_pool": spatial_means_as_global_pool}
+                    "spatial_means_as_global_pool": spatial_means_as_global_pool,
+                    "hard_sigmoids_into_convs": hard_sigmoids_into_convs}
 
 
 class _Reader:
