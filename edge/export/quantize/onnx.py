@@ -10,10 +10,10 @@
   channel-repeating Gather and a multiplier-1 depthwise convolution (``expand_channel_multipliers``): the same
   numbers, on the kernel ORT has a fast int8 path for; a mean over the spatial axes (squeeze-excite) becomes
   a GlobalAveragePool (``spatial_means_as_global_pool``), which ORT runs as an int8 kernel; and a squeeze-excite
-  gate's HardSigmoid folds into its conv (``hard_sigmoids_into_convs``), as ORT has no int8 HardSigmoid. Windowed AveragePools
-  stay float (``average_pools``): ORT's int8 QLinearAveragePool kernel is slow (``AVERAGE_POOL_WHY``). After
-  quantizing, Concat inputs take the Concat's output scale (``concat_inputs_on_output_scale``), so ORT's
-  QLinearConcat copies instead of requantizing.
+  gate's HardSigmoid folds into its conv (``hard_sigmoids_into_convs``), as ORT has no int8 HardSigmoid.
+  Windowed AveragePools stay float (``average_pools``): ORT's int8 QLinearAveragePool kernel is slow
+  (``AVERAGE_POOL_WHY``). After quantizing, Concat inputs take the Concat's output scale
+  (``concat_inputs_on_output_scale``), so ORT's QLinearConcat copies instead of requantizing.
 - int8w: weights only. Each Conv/Gemm/MatMul weight becomes int8 per output channel behind a DequantizeLinear; the
   compute stays float. (ORT's MatMulNBits covers MatMul only, which would leave the convolutions -- most of a
   CNN's bytes -- in float.)
@@ -258,6 +258,15 @@ def spatial_means_as_global_pool(model: onnx.ModelProto) -> int:
     return rewritten
 
 
+def _readers(graph: Any) -> dict[str, list[Any]]:
+    """Tensor name -> the nodes that read it (a node once per input slot that names it)."""
+    readers: dict[str, list[Any]] = {}
+    for n in graph.node:
+        for i in n.input:
+            readers.setdefault(i, []).append(n)
+    return readers
+
+
 def hard_sigmoids_into_convs(model: onnx.ModelProto) -> int:
     """Rewrite, in ``model``, each HardSigmoid(alpha, beta) whose input is a Conv output read by nothing else as
     that Conv with its weights scaled by alpha and its bias mapped to alpha * b + beta, then a Clip to [0, 1];
@@ -272,10 +281,7 @@ def hard_sigmoids_into_convs(model: onnx.ModelProto) -> int:
     graph = model.graph
     inits = {i.name: i for i in graph.initializer}
     producer = {o: n for n in graph.node for o in n.output}
-    readers: dict[str, int] = {}
-    for n in graph.node:
-        for i in n.input:
-            readers[i] = readers.get(i, 0) + 1
+    readers = {name: len(nodes) for name, nodes in _readers(graph).items()}
     outputs = {o.name for o in graph.output}
     rewritten = 0
     for node in graph.node:
@@ -412,14 +418,7 @@ def concat_inputs_on_output_scale(model: onnx.ModelProto, float_model: onnx.Mode
     graph = model.graph
     inits = {i.name: i for i in graph.initializer}
     producer = {o: n for n in graph.node for o in n.output}
-    consumers: dict[str, list[Any]] = {}
-    for n in graph.node:
-        for i in n.input:
-            consumers.setdefault(i, []).append(n)
-    uses: dict[str, int] = {}
-    for n in graph.node:
-        for i in n.input:
-            uses[i] = uses.get(i, 0) + 1
+    consumers = _readers(graph)
 
     def array(name: str) -> np.ndarray:
         return numpy_helper.to_array(inits[name])
@@ -435,7 +434,7 @@ def concat_inputs_on_output_scale(model: onnx.ModelProto, float_model: onnx.Mode
                     continue
                 bias_dq, weight_dq = producer.get(op.input[2]), producer.get(op.input[1])
                 if bias_dq is None or weight_dq is None or bias_dq.op_type != "DequantizeLinear" \
-                        or weight_dq.op_type != "DequantizeLinear" or uses.get(bias_dq.input[1]) != 1:
+                        or weight_dq.op_type != "DequantizeLinear" or len(consumers[bias_dq.input[1]]) != 1:
                     continue
                 weight_scale = array(weight_dq.input[1]).astype(np.float64)
                 bias_scale = (new.astype(np.float64) * weight_scale).astype(np.float32)
