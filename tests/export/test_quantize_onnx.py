@@ -249,6 +249,35 @@ class ExpandingDepthwise(torch.nn.Module):
         return self.head(self.expand(self.stem(x)).mean((2, 3)))
 
 
+def _ort_outputs(path: Path, shared: dict) -> np.ndarray:
+    """The ONNX file's outputs in ONNX Runtime for the test inputs, one sample per run."""
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return np.concatenate([sess.run(None, {sess.get_inputs()[0].name: x[None]})[0] for x in shared["inputs"].numpy()])
+
+
+def _edited_fp32(net: torch.nn.Module, edit, tmp_path: Path) -> tuple[dict, Path, onnx.ModelProto, Path, int]:
+    """``net``'s fp32 ONNX export, and a copy with ``edit`` applied: (shared, fp32 path, edited model, its path,
+    the edit's count); the edit applied a second time must find nothing left."""
+    shared = shared_for(net)
+    fp32 = TARGETS["onnx"].convert(make_ctx(net, "onnx", "fp32", tmp_path / "fp32", shared))
+    model = onnx.load(str(fp32))
+    count = edit(model)
+    assert edit(model) == 0
+    rewritten = tmp_path / "rewritten.onnx"
+    onnx.save_model(model, str(rewritten))
+    return shared, fp32, model, rewritten, count
+
+
+def _int8_of(net: torch.nn.Module, tmp_path: Path) -> tuple[dict, Path, object, Path]:
+    """``net`` exported fp32 and quantized to the default int8: (shared, fp32 path, int8 context, int8 path)."""
+    shared = shared_for(net)
+    fp32 = TARGETS["onnx"].convert(make_ctx(net, "onnx", "fp32", tmp_path / "fp32", shared))
+    ctx = make_ctx(net, "onnx", "int8", tmp_path / "int8", shared, float_artifact=fp32)
+    return shared, fp32, ctx, quantize(ctx)
+
+
 def _conv_groups(model: onnx.ModelProto) -> list[tuple[int, int]]:
     """(group, output channels) of every Conv, read from its weight initializer (float or int8)."""
     shapes = {i.name: list(i.dims) for i in model.graph.initializer}
@@ -266,28 +295,13 @@ def _conv_groups(model: onnx.ModelProto) -> list[tuple[int, int]]:
 def test_expanding_depthwise_conv_becomes_gather_and_depthwise(tmp_path) -> None:
     """ORT's int8 kernels are fast for depthwise convs of multiplier 1 only: int8 rewrites a multiplier-k conv as
     a channel-repeating Gather and a depthwise conv. The float graph is left alone, and the rewrite is exact."""
-    import onnxruntime as ort
-
     from edge.export.quantize.onnx import expand_channel_multipliers
 
     torch.manual_seed(0)
     net = ExpandingDepthwise().eval()
-    shared = shared_for(net)
-    fp32 = TARGETS["onnx"].convert(make_ctx(net, "onnx", "fp32", tmp_path / "fp32", shared))
-    assert (8, 24) in _conv_groups(onnx.load(str(fp32)))
-
-    model = onnx.load(str(fp32))
-    assert expand_channel_multipliers(model) == 1
-    assert expand_channel_multipliers(model) == 0  # nothing left to rewrite
-    rewritten = tmp_path / "rewritten.onnx"
-    onnx.save_model(model, str(rewritten))
-    x = shared["inputs"].numpy()
-
-    def run(path: Path) -> np.ndarray:
-        sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        return np.concatenate([sess.run(None, {sess.get_inputs()[0].name: xi[None]})[0] for xi in x])
-
-    np.testing.assert_array_equal(run(rewritten), run(fp32))
+    shared, fp32, _, rewritten, count = _edited_fp32(net, expand_channel_multipliers, tmp_path)
+    assert (8, 24) in _conv_groups(onnx.load(str(fp32))) and count == 1
+    np.testing.assert_array_equal(_ort_outputs(rewritten, shared), _ort_outputs(fp32, shared))
     assert (24, 24) in _conv_groups(onnx.load(str(rewritten)))
 
     ctx = make_ctx(net, "onnx", "int8", tmp_path / "int8", shared, float_artifact=fp32)
@@ -322,28 +336,16 @@ class SqueezeExcite(torch.nn.Module):
 def test_spatial_mean_becomes_global_average_pool_in_int8(tmp_path) -> None:
     """ORT quantizes GlobalAveragePool (QLinearGlobalAveragePool) but not ReduceMean: int8 rewrites the spatial
     mean, exactly, and leaves the token mean alone."""
-    import onnxruntime as ort
-
     from edge.export.quantize.onnx import spatial_means_as_global_pool
 
     torch.manual_seed(0)
     net = SqueezeExcite().eval()
-    shared = shared_for(net)
-    fp32 = TARGETS["onnx"].convert(make_ctx(net, "onnx", "fp32", tmp_path / "fp32", shared))
-    assert Counter(n.op_type for n in onnx.load(str(fp32)).graph.node)["ReduceMean"] == 2
-    model = onnx.load(str(fp32))
-    assert spatial_means_as_global_pool(model) == 1
-    rewritten = tmp_path / "rewritten.onnx"
-    onnx.save_model(model, str(rewritten))
+    shared, fp32, _, rewritten, count = _edited_fp32(net, spatial_means_as_global_pool, tmp_path)
+    assert Counter(n.op_type for n in onnx.load(str(fp32)).graph.node)["ReduceMean"] == 2 and count == 1
     ops = Counter(n.op_type for n in onnx.load(str(rewritten)).graph.node)
     assert ops["GlobalAveragePool"] == 1 and ops["ReduceMean"] == 1
-    x = shared["inputs"].numpy()
-
-    def run(path: Path) -> np.ndarray:
-        sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        return np.concatenate([sess.run(None, {sess.get_inputs()[0].name: xi[None]})[0] for xi in x])
-
-    np.testing.assert_allclose(run(rewritten), run(fp32), rtol=1e-5, atol=1e-6)  # float summation order only
+    # float summation order only
+    np.testing.assert_allclose(_ort_outputs(rewritten, shared), _ort_outputs(fp32, shared), rtol=1e-5, atol=1e-6)
 
     ctx = make_ctx(net, "onnx", "int8", tmp_path / "int8", shared, float_artifact=fp32)
     path = quantize(ctx)
@@ -381,29 +383,16 @@ def test_squeeze_excite_hard_sigmoid_folds_into_its_conv_in_int8(tmp_path) -> No
     """ORT has no integer HardSigmoid: int8 folds a gate's hard sigmoid into the conv before it (scaled weights and
     bias, then a Clip to [0, 1], which ORT's quantizer drops into the conv's QuantizeLinear), exactly in float; a
     hard swish's HardSigmoid, whose conv output is also multiplied, stays."""
-    import onnxruntime as ort
-
     from edge.export.quantize.onnx import hard_sigmoids_into_convs
 
     torch.manual_seed(0)
     net = HardSigmoidGates().eval()
-    shared = shared_for(net)
-    fp32 = TARGETS["onnx"].convert(make_ctx(net, "onnx", "fp32", tmp_path / "fp32", shared))
-    assert Counter(n.op_type for n in onnx.load(str(fp32)).graph.node)["HardSigmoid"] == 2
-    model = onnx.load(str(fp32))
-    assert hard_sigmoids_into_convs(model) == 1
-    assert hard_sigmoids_into_convs(model) == 0  # nothing left to fold
-    rewritten = tmp_path / "rewritten.onnx"
-    onnx.save_model(model, str(rewritten))
+    shared, fp32, model, rewritten, count = _edited_fp32(net, hard_sigmoids_into_convs, tmp_path)
+    assert Counter(n.op_type for n in onnx.load(str(fp32)).graph.node)["HardSigmoid"] == 2 and count == 1
     ops = Counter(n.op_type for n in model.graph.node)
     assert ops["HardSigmoid"] == 1 and ops["Clip"] == 1
-    x = shared["inputs"].numpy()
-
-    def run(path: Path) -> np.ndarray:
-        sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        return np.concatenate([sess.run(None, {sess.get_inputs()[0].name: xi[None]})[0] for xi in x])
-
-    np.testing.assert_allclose(run(rewritten), run(fp32), rtol=1e-5, atol=1e-6)  # float rounding of alpha * w only
+    # float rounding of alpha * w only
+    np.testing.assert_allclose(_ort_outputs(rewritten, shared), _ort_outputs(fp32, shared), rtol=1e-5, atol=1e-6)
 
     ctx = make_ctx(net, "onnx", "int8", tmp_path / "int8", shared, float_artifact=fp32)
     path = quantize(ctx)
@@ -473,10 +462,7 @@ def test_average_pool_runs_float_in_int8(tmp_path) -> None:
 
     torch.manual_seed(0)
     net = PoolMixer().eval()
-    shared = shared_for(net)
-    fp32 = TARGETS["onnx"].convert(make_ctx(net, "onnx", "fp32", tmp_path / "fp32", shared))
-    ctx = make_ctx(net, "onnx", "int8", tmp_path / "int8", shared, float_artifact=fp32)
-    path = quantize(ctx)
+    shared, fp32, ctx, path = _int8_of(net, tmp_path)
     forced = ctx.extras["quantization"]["kept_float_by_runtime"]
     assert forced and len(forced["nodes"]) == 1 and "QLinearAveragePool" in forced["why"]
     graph = onnx.load(str(path)).graph
@@ -527,10 +513,7 @@ def test_concat_inputs_take_the_output_scale_and_convs_stay_fused(tmp_path, monk
 
     torch.manual_seed(0)
     net = GhostConcat().eval()
-    shared = shared_for(net)
-    fp32 = TARGETS["onnx"].convert(make_ctx(net, "onnx", "fp32", tmp_path / "fp32", shared))
-    ctx = make_ctx(net, "onnx", "int8", tmp_path / "int8", shared, float_artifact=fp32)
-    path = quantize(ctx)
+    shared, fp32, ctx, path = _int8_of(net, tmp_path)
     # the Ghost Concat's x1 and the second Concat's projection take their Concat's scale; the stem's output is
     # ORT's dropped ReLU (its QuantizeLinear clips at zero point 0) and the second Concat's zero point is above 0
     assert ctx.extras["quantization"]["concat_inputs_on_output_scale"] == 2
