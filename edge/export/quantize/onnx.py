@@ -419,6 +419,10 @@ def concat_inputs_on_output_scale(model: onnx.ModelProto, float_model: onnx.Mode
     inits = {i.name: i for i in graph.initializer}
     producer = {o: n for n in graph.node for o in n.output}
     consumers = _readers(graph)
+    by_scale: dict[tuple[str, str], list[Any]] = {}  # (op type, scale initializer) -> its Q / DQ nodes
+    for n in graph.node:
+        if n.op_type in ("QuantizeLinear", "DequantizeLinear") and len(n.input) > 1:
+            by_scale.setdefault((n.op_type, n.input[1]), []).append(n)
 
     def array(name: str) -> np.ndarray:
         return numpy_helper.to_array(inits[name])
@@ -427,7 +431,7 @@ def concat_inputs_on_output_scale(model: onnx.ModelProto, float_model: onnx.Mode
         inits[name].CopyFrom(numpy_helper.from_array(value, name))
 
     def requantize_biases(scale: str, new: np.ndarray) -> None:
-        for dq in (n for n in graph.node if n.op_type == "DequantizeLinear" and n.input[1] == scale):
+        for dq in by_scale.get(("DequantizeLinear", scale), []):
             for op in consumers.get(dq.output[0], []):
                 if op.op_type not in ("Conv", "ConvTranspose", "Gemm") or len(op.input) < 3 \
                         or op.input[0] != dq.output[0]:
@@ -472,8 +476,7 @@ def concat_inputs_on_output_scale(model: onnx.ModelProto, float_model: onnx.Mode
                 continue
             if array(scale).tobytes() == out_scale.tobytes() and array(zero).tobytes() == out_zero.tobytes():
                 continue
-            sharing = [n.input[0] for n in graph.node if n.op_type == "QuantizeLinear" and n.input[1] == scale]
-            if not all(keeps_its_clip(tensor, out_zero) for tensor in sharing):
+            if not all(keeps_its_clip(q.input[0], out_zero) for q in by_scale.get(("QuantizeLinear", scale), [])):
                 continue
             requantize_biases(scale, out_scale)
             assign(scale, out_scale.copy())
