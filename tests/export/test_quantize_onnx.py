@@ -369,12 +369,13 @@ class HardSigmoidGates(torch.nn.Module):
         self.stem = torch.nn.Sequential(torch.nn.Conv2d(3, 16, 3, 2, 1), torch.nn.ReLU())
         self.reduce = torch.nn.Conv2d(16, 4, 1)
         self.expand = torch.nn.Conv2d(4, 16, 1)
+        self.gate = torch.nn.Hardsigmoid()
         self.mix = torch.nn.Conv2d(16, 16, 1)
         self.head = torch.nn.Linear(16, 10)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.stem(x)
-        gate = torch.nn.functional.hardsigmoid(self.expand(torch.relu(self.reduce(x.mean((2, 3), keepdim=True)))))
+        gate = self.gate(self.expand(torch.relu(self.reduce(x.mean((2, 3), keepdim=True)))))
         y = self.mix(x * gate)
         return self.head((y * torch.nn.functional.hardsigmoid(y)).mean((2, 3)))
 
@@ -383,7 +384,7 @@ def test_squeeze_excite_hard_sigmoid_folds_into_its_conv_in_int8(tmp_path) -> No
     """ORT has no integer HardSigmoid: int8 folds a gate's hard sigmoid into the conv before it (scaled weights and
     bias, then a Clip to [0, 1], which ORT's quantizer drops into the conv's QuantizeLinear), exactly in float; a
     hard swish's HardSigmoid, whose conv output is also multiplied, stays."""
-    from edge.export.quantize.onnx import hard_sigmoids_into_convs
+    from edge.export.quantize.onnx import hard_sigmoids_into_convs, module_map
 
     torch.manual_seed(0)
     net = HardSigmoidGates().eval()
@@ -391,6 +392,8 @@ def test_squeeze_excite_hard_sigmoid_folds_into_its_conv_in_int8(tmp_path) -> No
     assert Counter(n.op_type for n in onnx.load(str(fp32)).graph.node)["HardSigmoid"] == 2 and count == 1
     ops = Counter(n.op_type for n in model.graph.node)
     assert ops["HardSigmoid"] == 1 and ops["Clip"] == 1
+    (clip,) = [n for n in model.graph.node if n.op_type == "Clip"]
+    assert module_map(rewritten)[clip.output[0]] == "gate"  # --keep-float gate still finds it
     # float rounding of alpha * w only
     np.testing.assert_allclose(_ort_outputs(rewritten, shared), _ort_outputs(fp32, shared), rtol=1e-5, atol=1e-6)
 

@@ -303,9 +303,14 @@ def hard_sigmoids_into_convs(model: onnx.ModelProto) -> int:
             inits[name] = graph.initializer[-1]
             conv.input.append(name)
         inits[conv.input[2]].CopyFrom(numpy_helper.from_array((bias * alpha + beta).astype(bias.dtype), conv.input[2]))
-        bounds = [f"{node.name}/clip_min", f"{node.name}/clip_max"]
-        graph.initializer.extend(numpy_helper.from_array(np.array(v, weight.dtype), n) for n, v in zip(bounds, (0, 1)))
-        node.CopyFrom(helper.make_node("Clip", [node.input[0], *bounds], list(node.output), name=node.name))
+        bounds = ["hard_sigmoid_as_clip/min", "hard_sigmoid_as_clip/max"]  # one pair for every gate
+        if bounds[0] not in inits:
+            for name, value in zip(bounds, (0, 1)):
+                graph.initializer.append(numpy_helper.from_array(np.array(value, weight.dtype), name))
+                inits[name] = graph.initializer[-1]
+        clip = helper.make_node("Clip", [node.input[0], *bounds], list(node.output), name=node.name)
+        clip.metadata_props.extend(node.metadata_props)  # the exporter's module path: --keep-float finds the gate
+        node.CopyFrom(clip)
         rewritten += 1
     return rewritten
 
