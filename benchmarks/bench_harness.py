@@ -32,6 +32,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from edge.devices.bench import AUTO_MAX_TRIALS, AUTO_MIN_TRIALS, TARGET_CI_PCT  # noqa: E402
+
 
 def tflite_for(name: str, cache: Path, use_export: bool) -> Path:
     out = cache / name / "tflite-fp32"
@@ -225,8 +227,10 @@ def write_report(path: Path, rows: list[dict], failed: list, cost_ns: float, ver
         "`--cores big`).",
         "",
         "- **CI ±%**: half-width of the 95% bootstrap CI of the median (resampling trials, then runs inside each",
-        "  trial), divided by the median. Goal: at most 2%. `--trials auto` adds trials until it is within 2%",
-        "  (at least 10, at most 30); **trials** is how many the run took, and the seconds it lasted.",
+        "  trial), divided by the median. Goal: at most 2%. `--trials auto` adds trials until it is within "
+        f"{TARGET_CI_PCT:g}%",
+        f"  (at least {AUTO_MIN_TRIALS}, at most {AUTO_MAX_TRIALS}); **trials** is how many the run took, and the "
+        "seconds it lasted.",
         "- **overhead**: median per inference through the harness (`bench(..., trials=1)`, a fresh interpreter each",
         "  trial) against a bare `interpreter.invoke()` loop, 10 interleaved trials each, as the median of the",
         "  ratios of adjacent (harness, bare) trials (the two medians are shown). Goal: at most 2%. On a",
@@ -292,8 +296,10 @@ def write_report(path: Path, rows: list[dict], failed: list, cost_ns: float, ver
                   "9.7-15.6 ms per second, 22-35% of seconds slow, on the 2-core Xeon VM of 2026-11-26), so no",
                   "choice of session removes it. The harness counts this on purpose (each trial is a",
                   "fresh session, as an app launch is), so its CI narrows only as 1/sqrt(trials), and only while",
-                  "the slow level stays well under half of the trials: `--trials auto` then reaches 2% within its",
-                  "30 trials, otherwise it stops at 30 and says so. The overhead column compares fresh sessions",
+                  "the slow level stays well under half of the trials: `--trials auto` then reaches "
+                  f"{TARGET_CI_PCT:g}% within its",
+                  f"{AUTO_MAX_TRIALS} trials, otherwise it stops at {AUTO_MAX_TRIALS} and says so. The overhead "
+                  "column compares fresh sessions",
                   "and inherits what is left of that spread after pairing. The loop cost, the overhead the",
                   "harness adds by construction, stays far below 0.1%. An idle 16-core Xeon shows the same session",
                   "levels, pinned or not: [harness-bench-other-cpu.md](harness-bench-other-cpu.md)."]

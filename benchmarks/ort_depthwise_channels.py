@@ -39,7 +39,8 @@ def depthwise_files(channels: int, size: int, work: Path) -> tuple[Path, Path]:
     """fp32 and int8 ONNX files of one 3x3 depthwise conv with ``channels`` channels."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    from edge.export.quantize.onnx import preprocess, quantize_file
 
     rng = np.random.default_rng(channels)
     weight = numpy_helper.from_array(rng.standard_normal((channels, 1, 3, 3)).astype(np.float32) * 0.3, "w")
@@ -53,16 +54,13 @@ def depthwise_files(channels: int, size: int, work: Path) -> tuple[Path, Path]:
     onnx.save_model(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9),
                     str(fp32))
 
-    class Images(CalibrationDataReader):
-        def __init__(self) -> None:
-            self.batches = iter([{"x": rng.standard_normal(shape).astype(np.float32)} for _ in range(4)])
+    class Calibration:  # what quantize_file reads of edge's CalibrationSet
+        def numpy(self, channels_last: bool = False) -> list[np.ndarray]:
+            return [rng.standard_normal(shape).astype(np.float32) for _ in range(4)]
 
-        def get_next(self) -> dict[str, np.ndarray] | None:
-            return next(self.batches, None)
-
-    quantize_static(str(fp32), str(int8), Images(), quant_format=QuantFormat.QDQ, per_channel=True, reduce_range=True,
-                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                    extra_options={"WeightSymmetric": True})
+    pre = work / f"dw{channels}-pre.onnx"
+    preprocess(fp32, pre)  # edge's default int8: pre-pass, then QDQ, u8 activations, 7-bit symmetric weights
+    quantize_file("int8", pre, int8, Calibration(), "minmax")
     return fp32, int8
 
 

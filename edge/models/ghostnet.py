@@ -169,9 +169,9 @@ class GhostHalvesProjection(nn.Module):
                                      "expand_a": _take_outputs(se.conv_expand, 0, half),
                                      "expand_b": _take_outputs(se.conv_expand, half, None)})
         conv, bn, act = project
-        project_bn = fold_conv_bn(conv, bn)
+        bn_left = fold_conv_bn(conv, bn)  # the BN folds into the conv before it is split
         self.project_a, self.project_b = _split_inputs(conv, half)
-        self.project_act = nn.Sequential(project_bn, act)
+        self.project_act = nn.Sequential(bn_left, act)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         a = self.primary_conv(x)

@@ -150,7 +150,7 @@ def recommended_runtime(precision: str) -> dict[str, str]:
         "int8": "QDQ is what ORT's NPU/GPU execution providers (QNN, OpenVINO, TensorRT) consume; on x86 CPUs "
                 "ORT fuses it to QLinearConv, which for depthwise-heavy mobile networks is little or no faster "
                 "than fp32 even with VNNI (GhostNet 0.92-1.00x, MobileNetV3 1.04x on an AVX-512 VNNI Xeon): ORT's "
-                "x86 int8 depthwise kernel is 1.6-15x slower than its fp32 one -- see docs/fast-artifacts.md and "
+                "x86 int8 depthwise kernel takes 1.5-11x the time of its fp32 one -- see docs/fast-artifacts.md and "
                 "docs/quant-bench.md",
         "int8w": "any ORT build: size only (4x smaller weights), compute and speed stay fp32",
         "w8a16": "NPU execution providers with 16-bit activation kernels (QNN HTP); ORT CPU only simulates it",
