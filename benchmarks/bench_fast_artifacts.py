@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import functools
 import json
 import os
 import platform
@@ -301,10 +302,11 @@ def _feed(x: np.ndarray, shape: Any, dtype: Any, quant: tuple[float, int] | None
     return x.astype(dtype)
 
 
-def tflite_call(path: Path, x: np.ndarray, threads: int):
-    from ai_edge_litert.interpreter import Interpreter
+def tflite_call(path: Path, x: np.ndarray, threads: int, xnnpack: bool = True):
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
-    it = Interpreter(model_path=str(path), num_threads=threads)
+    kw = {} if xnnpack else {"experimental_op_resolver_type": OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES}
+    it = Interpreter(model_path=str(path), num_threads=threads, **kw)
     it.allocate_tensors()
     d = it.get_input_details()[0]
     q = d.get("quantization") or (0.0, 0)
@@ -353,7 +355,8 @@ def interleaved(calls: dict[str, Any], runs: int, warmup: int) -> dict[str, dict
 
 def time_artifacts(artifacts: dict[str, dict[str, Path]], x: np.ndarray, runs: int, warmup: int,
                    sessions: int = 1) -> dict[str, Any]:
-    """artifacts: runtime -> {label: path}. Returns "runtime/threads" -> label -> stats.
+    """artifacts: runtime (tflite, onnx, or tflite-builtin: LiteRT's own kernels, no XNNPACK) -> {label: path}.
+    Returns "runtime/threads" -> label -> stats.
 
     Each of ``sessions`` rounds opens every artifact afresh (a new interpreter / ORT session) and times them
     round-robin. This VM's speed level moves every few seconds (one session switches between two levels 10-13
@@ -365,7 +368,8 @@ def time_artifacts(artifacts: dict[str, dict[str, Path]], x: np.ndarray, runs: i
     for _ in range(sessions):
         for threads in THREADS:
             for runtime, paths in artifacts.items():
-                make = tflite_call if runtime == "tflite" else onnx_call
+                make = {"tflite": tflite_call, "onnx": onnx_call,
+                        "tflite-builtin": functools.partial(tflite_call, xnnpack=False)}[runtime]
                 calls = {label: make(p, x, threads) for label, p in paths.items()}
                 for label, st in interleaved(calls, runs, warmup).items():
                     per.setdefault(f"{runtime}/{threads}", {}).setdefault(label, []).append(st)

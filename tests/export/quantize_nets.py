@@ -206,10 +206,10 @@ class HeadProjection(torch.nn.Module):
 DEQUANTIZED_INT8 = "int8 constant behind DEQUANTIZE"
 
 
-def matmul_operands(path: Path) -> list[tuple[str, str]]:
-    """(left, right) operand of each BATCH_MATMUL in a .tflite file: "float" (computed in float, or an activation
-    dequantized in front of the matmul), "int8" (an int8 activation), "int8 constant" (read by the op itself) or
-    ``DEQUANTIZED_INT8`` (stored int8, computed in float)."""
+def matmul_operands(path: Path, op_name: str = "BATCH_MATMUL") -> list[tuple[str, str]]:
+    """(left, right) operand of each ``op_name`` in a .tflite file (a conv's: input, weights): "float" (computed in
+    float, or an activation dequantized in front of the op), "int8" (an int8 activation), "int8 constant" (read by
+    the op itself) or ``DEQUANTIZED_INT8`` (stored int8, computed in float)."""
     from ai_edge_litert import schema_py_generated as schema
 
     model = schema.ModelT.InitFromPackedBuf(bytearray(path.read_bytes()), 0)
@@ -226,4 +226,4 @@ def matmul_operands(path: Path) -> list[tuple[str, str]]:
         return "float"
 
     return [(kind(int(op.inputs[0])), kind(int(op.inputs[1]))) for op in sg.operators
-            if code[op.opcodeIndex] == schema.BuiltinOperator.BATCH_MATMUL]
+            if code[op.opcodeIndex] == getattr(schema.BuiltinOperator, op_name)]

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 import pytest
 import torch
 from onnx import numpy_helper
@@ -111,7 +112,6 @@ def test_int8_manifest_record(int8) -> None:
 
 def test_per_layer_sqnr_matches_a_direct_measurement(int8, fp32) -> None:
     """The reported SQNR of the logits row equals 10·log10(Σf²/Σ(q-f)²) measured here on the same images."""
-    import onnxruntime as ort
 
     ctx, path = int8
     rows = ctx.extras["quantization"]["fidelity"]["layers"]["all"]
@@ -158,11 +158,24 @@ def test_weight_only_and_dynamic(net, shared, fp32, tmp_path_factory, precision,
     ctx, path = _quantize(net, shared, fp32, tmp_path_factory, precision)
     ops = _ops(path)
     if precision == "int8w":
-        assert ops["QuantizeLinear"] == 0 and ops["DequantizeLinear"] >= 5  # weights only, float compute
+        # weights only, float compute: each weight stored int8 behind Cast + Mul by its per-channel scales ...
+        assert ops["QuantizeLinear"] == ops["DequantizeLinear"] == 0 and ops["Cast"] >= 5
         model = onnx.load(str(path))
-        dq_axes = {a.i for n in model.graph.node if n.op_type == "DequantizeLinear" for a in n.attribute
-                   if a.name == "axis"}
-        assert dq_axes <= {0, 1}
+        inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+        casts = {n.output[0]: n for n in model.graph.node if n.op_type == "Cast"}
+        assert all(inits[n.input[0]].dtype == np.int8 for n in casts.values())
+        scales = [inits[n.input[1]] for n in model.graph.node if n.op_type == "Mul" and n.input[0] in casts]
+        assert len(scales) == len(casts)
+        assert any(sc.size > 1 and sc.size == max(sc.shape) for sc in scales)  # per output channel, broadcastable
+        # ... which ORT folds back into float weights when the session loads (a DequantizeLinear it would keep
+        # and run on every inference): its optimized graph has no Cast and no int8 tensor left
+        so = ort.SessionOptions()
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+        so.optimized_model_filepath = str(path.with_name("ort_optimized.onnx"))
+        ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+        optimized = onnx.load(so.optimized_model_filepath)
+        assert not {n.op_type for n in optimized.graph.node} & {"Cast", "DequantizeLinear"}
+        assert {i.data_type for i in optimized.graph.initializer if len(i.dims) >= 2} == {onnx.TensorProto.FLOAT}
     else:
         assert ops["DynamicQuantizeLinear"] >= 1
     assert ctx.extras["quantization"]["calibration"] is None
@@ -199,7 +212,6 @@ def test_pipeline_int8_end_to_end_and_bad_calibration_leaves_nothing(net, tmp_pa
 
 def test_eval_through_int8_quantization(net, shared, fp32, tmp_path_factory) -> None:
     """--eval: the manifest's top-1 equals top-1 computed here with ONNX Runtime on the shipped artifact."""
-    import onnxruntime as ort
 
     root = tmp_path_factory.mktemp("imagefolder")
     mapping = image_folder(net, root)
@@ -251,7 +263,6 @@ class ExpandingDepthwise(torch.nn.Module):
 
 def _ort_outputs(path: Path, shared: dict) -> np.ndarray:
     """The ONNX file's outputs in ONNX Runtime for the test inputs, one sample per run."""
-    import onnxruntime as ort
 
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     return np.concatenate([sess.run(None, {sess.get_inputs()[0].name: x[None]})[0] for x in shared["inputs"].numpy()])
@@ -509,7 +520,6 @@ def test_concat_inputs_take_the_output_scale_and_convs_stay_fused(tmp_path, monk
     """int8 gives a Concat's quantized inputs the output's scale and zero point, so ORT's QLinearConcat copies bytes
     instead of requantizing, and re-quantizes the bias of the depthwise conv that also reads the re-scaled tensor:
     ORT's optimized graph still fuses every Conv into a QLinearConv. The outputs stay as close to float."""
-    import onnxruntime as ort
 
     from edge.export.quantize import onnx as onnx_quant
     from edge.export.quantize.onnx import concat_inputs_on_output_scale

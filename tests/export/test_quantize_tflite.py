@@ -338,3 +338,28 @@ def test_pt2e_keep_float_paths_leave_the_nhwc_wrapper_out() -> None:
     keep_float_quantizer(("stem", "dw.0"), io_wrapped=True).check_names(gm)  # resolves: no error
     with pytest.raises(EdgeError, match="'stem' matches no module"):  # the wrapper's own paths would need it
         keep_float_quantizer(("stem",)).check_names(gm)
+
+
+def test_dynamic_range_int8_keeps_depthwise_convs_float_so_xnnpack_takes_the_whole_graph(tmp_path) -> None:
+    """XNNPACK has no kernel for a depthwise conv with int8 weights and float activations, so LiteRT ran each one
+    outside the delegate (GhostNet: 37 partitions, 2.5x fp32's time). int8dyn keeps them float, their weights still
+    stored int8 and dequantized in front; the other convs read int8 weights (dynamic range); XNNPACK takes every
+    node."""
+    from edge.devices.runner import _litert_coverage
+
+    net = calibrated_tiny(attention=False)
+    shared = shared_for(net, "int8dyn")
+    fp32 = TARGETS["tflite"].convert(make_ctx(net, "tflite", "fp32", tmp_path / "fp32", shared, channels_last=True))
+    ctx = make_ctx(net, "tflite", "int8dyn", tmp_path / "int8dyn", shared, float_artifact=fp32, channels_last=True)
+    path = quantize(ctx)
+    assert matmul_operands(path, "DEPTHWISE_CONV_2D") == [("float", DEQUANTIZED_INT8)]
+    assert {w for _, w in matmul_operands(path, "CONV_2D")} == {"int8 constant"}
+    default = ctx.extras["quantization"]["kept_float_by_default"]
+    assert default["op_types"] == {"DEPTHWISE_CONV_2D": 1} and "depthwise" in default["why"]
+    assert default["int8_weights"] == ["DEPTHWISE_CONV_2D"]
+    it = Interpreter(model_path=str(path))
+    it.allocate_tensors()
+    coverage = _litert_coverage(it)
+    assert coverage["fallback_ops"] == {} and coverage["partitions"] == 1, coverage
+    report = gate(ctx, path)
+    assert report["passed"], report["failures"]

@@ -28,8 +28,9 @@ MODES: dict[str, dict[str, str]] = {
     "onnx": {
         "int8": "ONNX Runtime quantize_static after quant_pre_process: QDQ, int8 per-channel symmetric weights, "
                 "8-bit per-tensor activations calibrated on images (minmax|percentile|entropy)",
-        "int8w": "weight-only: Conv/Gemm/MatMul weights stored int8 per-channel behind DequantizeLinear, float "
-                 "compute (MatMulNBits would leave every Conv weight in float, i.e. most of a CNN)",
+        "int8w": "weight-only: Conv/Gemm/MatMul weights stored int8 per-channel behind Cast + Mul (ORT folds them "
+                 "to float at load), float compute (MatMulNBits would leave every Conv weight in float, i.e. most "
+                 "of a CNN)",
         "w8a16": "ONNX Runtime QDQ with int16 activations (opset-21 QuantizeLinear/DequantizeLinear) and int8 "
                  "per-channel weights; meant for NPUs with A16W8 kernels (e.g. QNN HTP). ORT's CPU runs it as "
                  "float ops between int16 Q/DQ, so it checks fidelity but is not a speed mode on the host",

@@ -14,9 +14,10 @@
   Windowed AveragePools stay float (``average_pools``): ORT's int8 QLinearAveragePool kernel is slow
   (``AVERAGE_POOL_WHY``). After quantizing, Concat inputs take the Concat's output scale
   (``concat_inputs_on_output_scale``), so ORT's QLinearConcat copies instead of requantizing.
-- int8w: weights only. Each Conv/Gemm/MatMul weight becomes int8 per output channel behind a DequantizeLinear; the
-  compute stays float. (ORT's MatMulNBits covers MatMul only, which would leave the convolutions -- most of a
-  CNN's bytes -- in float.)
+- int8w: weights only. Each Conv/Gemm/MatMul weight becomes int8 per output channel behind Cast + Mul by its
+  scales, which ORT folds back into float weights at load (a DequantizeLinear there would run on every
+  inference); the compute stays float. (ORT's MatMulNBits covers MatMul only, which would leave the
+  convolutions -- most of a CNN's bytes -- in float.)
 - w8a16: QDQ with int16 activations (opset-21 Q/DQ); int8 per-channel weights.
 - int8dyn: ``quantize_dynamic``: int8 per-channel weights (7-bit range, as int8), activation scales computed at run
   time.
@@ -140,8 +141,9 @@ def _format(precision: str, int8_format: str = DEFAULT_INT8_FORMAT) -> str:
         fmt, act = int8_format.split("-")
         return (f"{'QDQ' if fmt == 'qdq' else 'QOperator'}, {'uint8' if act.startswith('u8') else 'int8'} activations, "
                 f"int8 per-channel weights{' (7-bit range: reduce_range)' if act.endswith('r') else ''}")
-    return {"int8w": "int8 weights + DequantizeLinear", "w8a16": "QDQ, int16 activations, int8 per-channel weights "
-            "(opset 21)", "int8dyn": "dynamic (ConvInteger / MatMulInteger / DynamicQuantizeLinear)"}[precision]
+    return {"int8w": "int8 weights + Cast/Mul (folded to float at load)",
+            "w8a16": "QDQ, int16 activations, int8 per-channel weights (opset 21)",
+            "int8dyn": "dynamic (ConvInteger / MatMulInteger / DynamicQuantizeLinear)"}[precision]
 
 
 def recommended_runtime(precision: str) -> dict[str, str]:
@@ -152,7 +154,8 @@ def recommended_runtime(precision: str) -> dict[str, str]:
                 "than fp32 even with VNNI (GhostNet 0.92-1.00x, MobileNetV3 1.04x on an AVX-512 VNNI Xeon): ORT's "
                 "x86 int8 depthwise kernel takes 1.5-11x the time of its fp32 one -- see docs/fast-artifacts.md and "
                 "docs/quant-bench.md",
-        "int8w": "any ORT build: size only (4x smaller weights), compute and speed stay fp32",
+        "int8w": "any ORT build: size only (4x smaller file); ORT folds the weights back to float when the session "
+                 "loads, so compute, memory and speed are fp32's",
         "w8a16": "NPU execution providers with 16-bit activation kernels (QNN HTP); ORT CPU only simulates it",
         "int8dyn": "ORT CPU for attention/linear-heavy networks; convolutions run ConvInteger, which is slow on x86",
     }[precision]
@@ -357,7 +360,7 @@ def quantize_file(precision: str, pre: Path, out: Path, calib: CalibrationSet | 
     exclude = list(exclude)
     counts = {} if counts is None else counts
     if precision == "int8w":
-        model = weight_only(onnx.load(str(pre)), exclude)
+        model = weight_only(onnx.load(str(pre)), exclude, dequantize=False)
         onnx.save_model(model, str(out))
         return out
     if precision == "int8dyn":
@@ -515,11 +518,14 @@ def batched_weight_matmuls(model: onnx.ModelProto) -> list[str]:
 
 
 def weight_only(model: onnx.ModelProto, exclude: Sequence[str] = (), only: Sequence[str] | None = None,
-                per_tensor: bool = False) -> onnx.ModelProto:
-    """Store every Conv/Gemm/MatMul constant weight as int8 per output channel behind a DequantizeLinear.
+                per_tensor: bool = False, dequantize: bool = True) -> onnx.ModelProto:
+    """Store every Conv/Gemm/MatMul constant weight as int8 per output channel behind a DequantizeLinear, or with
+    ``dequantize=False`` behind Cast + Mul by the scale (the same float weights).
 
     The DequantizeLinear output keeps the weight's original name, so consumers are untouched. Symmetric: zero
-    point 0, scale = max|w| / 127 per channel.
+    point 0, scale = max|w| / 127 per channel. ORT keeps a DequantizeLinear for its QDQ fusions and so runs it on
+    every inference when no fusion takes it (weight-only: GhostNet 2.2x fp32's time); Cast and Mul of constants
+    it folds into float weights when the session loads, which is what a weight-only file wants.
     """
     import onnx
     from onnx import helper, numpy_helper
@@ -556,12 +562,20 @@ def weight_only(model: onnx.ModelProto, exclude: Sequence[str] = (), only: Seque
         if not per_tensor:
             shape[axis] = -1
         qw = np.clip(np.round(w / scale.reshape(shape)), -127, 127).astype(np.int8)
-        new_inits += [numpy_helper.from_array(qw, f"{wname}_int8"), numpy_helper.from_array(scale, f"{wname}_scale"),
-                      numpy_helper.from_array(np.zeros_like(scale, dtype=np.int8), f"{wname}_zero_point")]
-        attrs = {} if per_tensor else {"axis": axis}
-        new_nodes.append(helper.make_node("DequantizeLinear",
-                                          [f"{wname}_int8", f"{wname}_scale", f"{wname}_zero_point"],
-                                          [wname], name=f"{wname}_DequantizeLinear", **attrs))
+        new_inits.append(numpy_helper.from_array(qw, f"{wname}_int8"))
+        if dequantize:
+            new_inits += [numpy_helper.from_array(scale, f"{wname}_scale"),
+                          numpy_helper.from_array(np.zeros_like(scale, dtype=np.int8), f"{wname}_zero_point")]
+            attrs = {} if per_tensor else {"axis": axis}
+            new_nodes.append(helper.make_node("DequantizeLinear",
+                                              [f"{wname}_int8", f"{wname}_scale", f"{wname}_zero_point"],
+                                              [wname], name=f"{wname}_DequantizeLinear", **attrs))
+        else:
+            new_inits.append(numpy_helper.from_array(scale.reshape(shape), f"{wname}_scale"))
+            new_nodes += [helper.make_node("Cast", [f"{wname}_int8"], [f"{wname}_float"], name=f"{wname}_Cast",
+                                           to=onnx.TensorProto.FLOAT),
+                          helper.make_node("Mul", [f"{wname}_float", f"{wname}_scale"], [wname],
+                                           name=f"{wname}_Scale")]
         done.add(wname)
     keep = [i for i in g.initializer if i.name not in done]
     del g.initializer[:]

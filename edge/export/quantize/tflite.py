@@ -78,7 +78,11 @@ FLOAT_OPS = ("BATCH_MATMUL", "SOFTMAX", "GELU", "HARD_SWISH")
 # W8A16 and dynamic-range int8 keep BATCH_MATMUL float: a constant-weight batched matmul (EfficientFormerV2's
 # per-head projections) quantized by those recipes fails at run time in LiteRT's batch_matmul.cc
 # ("(lhs_data->type == kTfLiteFloat32 && rhs_data->type == kTfLiteInt8) || lhs_data->type == rhs_data->type").
-FLOAT_OPS_BY_PRECISION = {"int8": FLOAT_OPS, "w8a16": ("BATCH_MATMUL",), "int8dyn": ("BATCH_MATMUL",)}
+# Dynamic-range int8 also keeps DEPTHWISE_CONV_2D float: XNNPACK has no kernel for a depthwise conv with int8
+# weights and float activations, so LiteRT ran each one outside the delegate (ghostnet-1.0x: 45 ops, 37 partitions,
+# 2.5x fp32's time; benchmarks/weight_only_dynamic.py). Their weights (9 per channel) are few.
+FLOAT_OPS_BY_PRECISION = {"int8": FLOAT_OPS, "w8a16": ("BATCH_MATMUL",),
+                          "int8dyn": ("BATCH_MATMUL", "DEPTHWISE_CONV_2D")}
 # ... but their constant operands are still stored int8, dequantized in front of the op (weight-only). (The
 # largest of them, EfficientFormerV2's output projection summed over heads, is no BATCH_MATMUL any more by then:
 # INTEGER_REWRITES turn it into a CONV_2D, which computes in int8.) The attention families' per-head projections
@@ -86,7 +90,7 @@ FLOAT_OPS_BY_PRECISION = {"int8": FLOAT_OPS, "w8a16": ("BATCH_MATMUL",), "int8dy
 # size with them float, 0.31x with int8 weights, 0.28x once packed by tflite_graph.share_repeated_vectors; output
 # SQNR 26.1 dB either way; XNNPACK folds the DEQUANTIZE of a constant at load time). Matmuls of two activations
 # have no constant to store.
-INT8_WEIGHT_FLOAT_OPS = ("BATCH_MATMUL",)
+INT8_WEIGHT_FLOAT_OPS = ("BATCH_MATMUL", "DEPTHWISE_CONV_2D")
 # Where the recipe's other matmuls compute in int8 (W8A8, dynamic range), a batched matmul whose right operand is
 # such a constant then reads it int8 directly (tflite_graph.hybrid_constant_matmuls): LiteRT and XNNPACK run it with
 # the left operand quantized per row at run time.
@@ -94,6 +98,9 @@ MATMULS_IN_INT8 = ("int8", "int8dyn")
 HYBRID_WHY = ("a batched matmul with a constant right operand (a per-head projection) reads its int8 weights "
               "directly and quantizes its left operand per row at run time (hybrid int8); a constant left operand "
               "is stored int8 and dequantized in front of the op")
+DEPTHWISE_DYNAMIC_WHY = ("XNNPACK has no depthwise convolution with int8 weights and float activations, so LiteRT "
+                         "would run each one outside the delegate; they compute in float from int8-stored weights "
+                         "dequantized in front")
 BATCH_MATMUL_REJECTED = ("LiteRT's BATCH_MATMUL kernel rejects the mixed operand types this recipe gives a "
                          "constant-weight batched matmul")
 BATCH_MATMUL_FLOAT = (", so BATCH_MATMUL computes in float (its constant operands are stored int8 and dequantized in "
@@ -194,10 +201,13 @@ def default_float_ops(graph: Any, precision: str, engine: str) -> dict[str, Any]
         return None
     ops = FLOAT_OPS_BY_PRECISION.get(precision, ())
     present = {op: n for op in ops if (n := sum(ly["op"] == op for ly in graph.layers))}
-    why = {"int8": FLOAT_OPS_WHY + HYBRID_WHY, "int8dyn": BATCH_MATMUL_REJECTED + "; instead, " + HYBRID_WHY}.get(
-        precision, BATCH_MATMUL_REJECTED + BATCH_MATMUL_FLOAT)
     if not present:
         return None
+    if precision == "int8dyn":
+        why = "; ".join([BATCH_MATMUL_REJECTED + "; instead, " + HYBRID_WHY] * ("BATCH_MATMUL" in present)
+                        + [DEPTHWISE_DYNAMIC_WHY] * ("DEPTHWISE_CONV_2D" in present))
+    else:
+        why = FLOAT_OPS_WHY + HYBRID_WHY if precision == "int8" else BATCH_MATMUL_REJECTED + BATCH_MATMUL_FLOAT
     return {"op_types": present, "int8_weights": [op for op in present if op in INT8_WEIGHT_FLOAT_OPS], "why": why}
 
 
@@ -240,7 +250,9 @@ def recommended_runtime(precision: str) -> str:
                 "which need the full-integer graph and int8 I/O",
         "int8w": "any LiteRT CPU / GPU delegate: 4x smaller weights, float compute (XNNPACK dequantizes at load)",
         "w8a16": "LiteRT reference/XNNPACK 16x8 kernels and NPUs with A16W8 support: closer to fp32 than int8",
-        "int8dyn": "LiteRT XNNPACK on CPUs when no calibration data exists: int8 matmuls, float activations",
+        "int8dyn": "LiteRT XNNPACK on CPUs when no calibration data exists: int8 matmuls and convolutions with "
+                   "activations quantized at run time, depthwise convolutions float; on x86 with AMX often slower "
+                   "than fp32 for narrow CNNs",
     }[precision]
 
 
