@@ -7,6 +7,9 @@ Why it exists: two integer files that should cost nothing at run time were slowe
 * **ONNX int8w** (weights stored int8, float compute): behind a DequantizeLinear, which ORT keeps for its QDQ
   fusions, the weights were dequantized on every inference. edge now stores them behind Cast + Mul by the scales,
   which ORT folds into float weights when the session loads (``edge.export.quantize.onnx.weight_only``).
+* **ONNX int8dyn** (dynamic range): ``quantize_dynamic`` turns every convolution into DynamicQuantizeLinear +
+  ConvInteger, which ORT's x86 kernels run far slower than a float Conv. edge quantizes MatMul / Gemm only and
+  gives convolutions int8-stored weights behind Cast + Mul, as int8w.
 * **TFLite int8dyn** (dynamic range): ai-edge-quantizer's ``dynamic_wi8_afp32`` recipe also gives depthwise
   convolutions int8 weights with float activations, a kernel XNNPACK lacks, so LiteRT ran each of them outside the
   delegate. edge keeps their compute float (weights still stored int8, dequantized in front).
@@ -40,8 +43,8 @@ from bench_fast_artifacts import (  # noqa: E402
 )
 
 MODELS = ("ghostnet-1.0x", "mobilenetv3-large-1.0", "efficientformerv2-s0", "mobileformer-294m")
-PLAN = [("onnx", "fp32", False), ("onnx", "int8w", False), ("tflite", "fp32", True), ("tflite", "int8dyn", True)]
-AS_IS = {"onnx": "DequantizeLinear weights", "tflite": "ai-edge-quantizer recipe as is"}
+PLAN = [("onnx", "fp32", False), ("onnx", "int8w", False), ("onnx", "int8dyn", False), ("tflite", "fp32", True),
+        ("tflite", "int8dyn", True)]
 
 
 def onnx_dequantize_form(fp32: Path, out: Path) -> Path:
@@ -54,6 +57,18 @@ def onnx_dequantize_form(fp32: Path, out: Path) -> Path:
     preprocess(fp32, pre)
     onnx.save_model(weight_only(onnx.load(str(pre)), dequantize=True), str(out))
     return out
+
+
+def onnx_dynamic_as_is(fp32: Path, out: Path) -> Path:
+    """``quantize_dynamic`` with edge's settings on every op type it takes (convolutions too); the batched-weight
+    MatMuls still get edge's per-tensor weights, without which ORT rejects the file."""
+    import onnx
+
+    from edge.export.quantize.onnx import batched_weight_matmuls, preprocess, quantize_file
+
+    pre = out.with_name("pre.onnx")
+    preprocess(fp32, pre)
+    return quantize_file("int8dyn", pre, out, None, "minmax", exclude=batched_weight_matmuls(onnx.load(str(pre))))
 
 
 def tflite_recipe_as_is(fp32: Path, out: Path) -> Path:
@@ -105,7 +120,9 @@ def main(argv: list[str] | None = None) -> int:
         folder.mkdir(parents=True, exist_ok=True)
         files = {
             "onnx": {"fp32": path["onnx-fp32"], "tool": onnx_dequantize_form(path["onnx-fp32"], folder / "int8w.onnx"),
-                     "edge": path["onnx-int8w"]},
+                     "edge": path["onnx-int8w"],
+                     "tool-dyn": onnx_dynamic_as_is(path["onnx-fp32"], folder / "int8dyn.onnx"),
+                     "edge-dyn": path["onnx-int8dyn"]},
             "tflite": {"fp32": path["tflite-fp32"],
                        "tool": tflite_recipe_as_is(path["tflite-fp32"], folder / "int8dyn.tflite"),
                        "edge": path["tflite-int8dyn"]},
@@ -115,13 +132,15 @@ def main(argv: list[str] | None = None) -> int:
             del files["tflite"]["tool"]
         parts = {k: xnnpack_partitions(p) for k, p in files["tflite"].items() if k != "fp32"}
         timed = time_artifacts(files, _image(name, 224), args.runs, warmup=5, sessions=args.sessions)
-        for runtime, label in (("onnx", "ONNX int8w"), ("tflite", "TFLite int8dyn")):
+        rows = (("onnx", "", "ONNX int8w"), ("onnx", "-dyn", "ONNX int8dyn"), ("tflite", "", "TFLite int8dyn"))
+        for runtime, suffix, label in rows:
             for t in THREADS:
                 st = timed[f"{runtime}/{t}"]
-                tool = cell(st["tool"], st["fp32"]) if "tool" in st else f"fails to load: {broken}"
+                tool = st.get(f"tool{suffix}")
+                tool_cell = cell(tool, st["fp32"]) if tool else f"fails to load: {broken}"
                 split = f"{parts.get('tool', '-')} / {parts['edge']}" if runtime == "tflite" else "-"
-                print(f"| {name} | {label} | {t} | {st['fp32']['median']:.2f} | {tool} | "
-                      f"{cell(st['edge'], st['fp32'])} | {split} |", flush=True)
+                print(f"| {name} | {label} | {t} | {st['fp32']['median']:.2f} | {tool_cell} | "
+                      f"{cell(st[f'edge{suffix}'], st['fp32'])} | {split} |", flush=True)
     return 0
 
 

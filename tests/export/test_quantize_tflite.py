@@ -342,7 +342,7 @@ def test_pt2e_keep_float_paths_leave_the_nhwc_wrapper_out() -> None:
 
 def test_dynamic_range_int8_keeps_depthwise_convs_float_so_xnnpack_takes_the_whole_graph(tmp_path) -> None:
     """XNNPACK has no kernel for a depthwise conv with int8 weights and float activations, so LiteRT ran each one
-    outside the delegate (GhostNet: 37 partitions, 2.5x fp32's time). int8dyn keeps them float, their weights still
+    outside the delegate (GhostNet: 37 partitions, 2.6x fp32's time). int8dyn keeps them float, their weights still
     stored int8 and dequantized in front; the other convs read int8 weights (dynamic range); XNNPACK takes every
     node."""
     from edge.devices.runner import _litert_coverage

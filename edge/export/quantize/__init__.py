@@ -34,8 +34,9 @@ MODES: dict[str, dict[str, str]] = {
         "w8a16": "ONNX Runtime QDQ with int16 activations (opset-21 QuantizeLinear/DequantizeLinear) and int8 "
                  "per-channel weights; meant for NPUs with A16W8 kernels (e.g. QNN HTP). ORT's CPU runs it as "
                  "float ops between int16 Q/DQ, so it checks fidelity but is not a speed mode on the host",
-        "int8dyn": "ONNX Runtime quantize_dynamic: int8 per-channel weights, activations quantized at run time "
-                   "(ConvInteger/MatMulInteger/DynamicQuantizeLinear); no calibration",
+        "int8dyn": "ONNX Runtime quantize_dynamic on MatMul/Gemm: int8 per-channel weights, activations quantized "
+                   "at run time (MatMulInteger/DynamicQuantizeLinear); convolutions float from int8-stored weights "
+                   "(ConvInteger is slow on x86); no calibration",
     },
     "tflite": {
         "int8": "full-integer W8A8: ai-edge-quantizer static_wi8_ai8 on the float .tflite, or litert-torch PT2E "

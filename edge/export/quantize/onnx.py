@@ -19,8 +19,9 @@
   inference); the compute stays float. (ORT's MatMulNBits covers MatMul only, which would leave the
   convolutions -- most of a CNN's bytes -- in float.)
 - w8a16: QDQ with int16 activations (opset-21 Q/DQ); int8 per-channel weights.
-- int8dyn: ``quantize_dynamic``: int8 per-channel weights (7-bit range, as int8), activation scales computed at run
-  time.
+- int8dyn: ``quantize_dynamic`` for MatMul / Gemm: int8 per-channel weights (7-bit range, as int8), activation
+  scales computed at run time. Convolutions compute in float from int8-stored weights (as int8w): ORT's
+  ConvInteger is far slower than a float Conv on x86 (``CONV_INTEGER_WHY``).
 
 ``--keep-float`` names go to ``nodes_to_exclude``; ``--auto-mixed N`` re-quantizes with the N layers that lose the
 most SQNR excluded (see :mod:`edge.export.quantize.fidelity`).
@@ -89,14 +90,17 @@ def quantize(ctx: ExportContext) -> Path:
 
         forced = batched_weight_matmuls(graph.model) if ctx.precision in ("int8", "int8dyn") else []
         pools = average_pools(graph.model) if ctx.precision == "int8" else []
-        forced_why = "; ".join(why for nodes, why in ((forced, BATCHED_WHY), (pools, AVERAGE_POOL_WHY)) if nodes)
-        forced += pools
+        convs = [n.name for n in graph.model.graph.node if n.op_type == "Conv"] if ctx.precision == "int8dyn" else []
+        forced_why = "; ".join(why for nodes, why in ((forced, BATCHED_WHY), (pools, AVERAGE_POOL_WHY),
+                                                      (convs, CONV_INTEGER_WHY)) if nodes)
+        forced += pools + convs
 
         made: dict[Path, dict[str, int]] = {}  # artifact -> its after-quantization edit counts
 
         def build(exclude: Sequence[str], path: Path) -> Path:
             return quantize_file(ctx.precision, pre, path, calib, q.calib_method, [*exclude, *forced], layout_nhwc,
-                                 cache, int8_format, made.setdefault(path, {}))
+                                 cache, int8_format, made.setdefault(path, {}),
+                                 weights_only=[c for c in convs if c not in exclude])
 
         with ctx.progress.stage("quantize", f"onnx {ctx.precision}"):
             artifact = build(excluded, tmp / "q.onnx")
@@ -141,9 +145,10 @@ def _format(precision: str, int8_format: str = DEFAULT_INT8_FORMAT) -> str:
         fmt, act = int8_format.split("-")
         return (f"{'QDQ' if fmt == 'qdq' else 'QOperator'}, {'uint8' if act.startswith('u8') else 'int8'} activations, "
                 f"int8 per-channel weights{' (7-bit range: reduce_range)' if act.endswith('r') else ''}")
-    return {"int8w": "int8 weights + Cast/Mul (folded to float at load)",
-            "w8a16": "QDQ, int16 activations, int8 per-channel weights (opset 21)",
-            "int8dyn": "dynamic (ConvInteger / MatMulInteger / DynamicQuantizeLinear)"}[precision]
+    formats = {"int8w": "int8 weights + Cast/Mul (folded to float at load)",
+               "w8a16": "QDQ, int16 activations, int8 per-channel weights (opset 21)",
+               "int8dyn": "dynamic (MatMulInteger / DynamicQuantizeLinear); convolutions: int8 weights + Cast/Mul"}
+    return formats[precision]
 
 
 def recommended_runtime(precision: str) -> dict[str, str]:
@@ -157,7 +162,8 @@ def recommended_runtime(precision: str) -> dict[str, str]:
         "int8w": "any ORT build: size only (4x smaller file); ORT folds the weights back to float when the session "
                  "loads, so compute, memory and speed are fp32's",
         "w8a16": "NPU execution providers with 16-bit activation kernels (QNN HTP); ORT CPU only simulates it",
-        "int8dyn": "ORT CPU for attention/linear-heavy networks; convolutions run ConvInteger, which is slow on x86",
+        "int8dyn": "ORT CPU for attention/linear-heavy networks: MatMul / Gemm in int8, convolutions float from "
+                   "int8-stored weights (ConvInteger is slow on x86)",
     }[precision]
 
 
@@ -351,9 +357,11 @@ class _Reader:
 
 def quantize_file(precision: str, pre: Path, out: Path, calib: CalibrationSet | None, method: str,
                   exclude: Sequence[str] = (), nhwc: bool = False, cache: Path | None = None,
-                  int8_format: str = DEFAULT_INT8_FORMAT, counts: dict[str, int] | None = None) -> Path:
+                  int8_format: str = DEFAULT_INT8_FORMAT, counts: dict[str, int] | None = None,
+                  weights_only: Sequence[str] = ()) -> Path:
     """Quantize a pre-processed float model file into ``out`` (single file, no external data); the edits made after
-    quantizing are counted into ``counts``."""
+    quantizing are counted into ``counts``. int8dyn: the ``weights_only`` nodes (also in ``exclude``) compute in
+    float from int8-stored weights."""
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_dynamic, quantize_static
 
@@ -368,8 +376,13 @@ def quantize_file(precision: str, pre: Path, out: Path, calib: CalibrationSet | 
         quantize_dynamic(str(pre), str(out), per_channel=True, reduce_range=True, weight_type=QuantType.QInt8,
                          nodes_to_exclude=exclude, extra_options={"MatMulConstBOnly": True})
         batched = [n for n in exclude if n in set(batched_weight_matmuls(onnx.load(str(pre))))]
-        if batched:
-            onnx.save_model(weight_only(onnx.load(str(out)), only=batched, per_tensor=True), str(out))
+        if batched or weights_only:
+            model = onnx.load(str(out))
+            if batched:
+                model = weight_only(model, only=batched, per_tensor=True)
+            if weights_only:
+                model = weight_only(model, only=weights_only, dequantize=False)
+            onnx.save_model(model, str(out))
         return out
     if calib is None:
         raise EdgeError(f"{precision} needs calibration images",
@@ -497,6 +510,12 @@ def concat_inputs_on_output_scale(model: onnx.ModelProto, float_model: onnx.Mode
 BATCHED_WHY = ("ONNX Runtime's QLinearMatMul / MatMulInteger take per-channel weight scales only for 2-D weights; "
                "these MatMuls have batched (per-head) constant weights, so their weights are quantized per tensor "
                "instead")
+
+
+CONV_INTEGER_WHY = ("dynamic quantization would run each convolution as DynamicQuantizeLinear + ConvInteger, which "
+                    "ONNX Runtime's x86 kernels run far slower than a float Conv (GhostNet-1.0x: 9x fp32's time; "
+                    "as float convolutions fed by int8-stored weights, which ORT folds at load: fp32's time); only "
+                    "MatMul / Gemm quantize their inputs at run time")
 
 
 AVERAGE_POOL_WHY = ("ONNX Runtime runs an int8 AveragePool as QLinearAveragePool, a slow kernel: 28% of "

@@ -80,7 +80,7 @@ FLOAT_OPS = ("BATCH_MATMUL", "SOFTMAX", "GELU", "HARD_SWISH")
 # ("(lhs_data->type == kTfLiteFloat32 && rhs_data->type == kTfLiteInt8) || lhs_data->type == rhs_data->type").
 # Dynamic-range int8 also keeps DEPTHWISE_CONV_2D float: XNNPACK has no kernel for a depthwise conv with int8
 # weights and float activations, so LiteRT ran each one outside the delegate (ghostnet-1.0x: 45 ops, 37 partitions,
-# 2.5x fp32's time; benchmarks/weight_only_dynamic.py). Their weights (9 per channel) are few.
+# 2.6x fp32's time; benchmarks/weight_only_dynamic.py). Their weights (9 per channel) are few.
 FLOAT_OPS_BY_PRECISION = {"int8": FLOAT_OPS, "w8a16": ("BATCH_MATMUL",),
                           "int8dyn": ("BATCH_MATMUL", "DEPTHWISE_CONV_2D")}
 # ... but their constant operands are still stored int8, dequantized in front of the op (weight-only). (The
@@ -204,8 +204,12 @@ def default_float_ops(graph: Any, precision: str, engine: str) -> dict[str, Any]
     if not present:
         return None
     if precision == "int8dyn":
-        why = "; ".join([BATCH_MATMUL_REJECTED + "; instead, " + HYBRID_WHY] * ("BATCH_MATMUL" in present)
-                        + [DEPTHWISE_DYNAMIC_WHY] * ("DEPTHWISE_CONV_2D" in present))
+        reasons = []
+        if "BATCH_MATMUL" in present:
+            reasons.append(BATCH_MATMUL_REJECTED + "; instead, " + HYBRID_WHY)
+        if "DEPTHWISE_CONV_2D" in present:
+            reasons.append(DEPTHWISE_DYNAMIC_WHY)
+        why = "; ".join(reasons)
     else:
         why = FLOAT_OPS_WHY + HYBRID_WHY if precision == "int8" else BATCH_MATMUL_REJECTED + BATCH_MATMUL_FLOAT
     return {"op_types": present, "int8_weights": [op for op in present if op in INT8_WEIGHT_FLOAT_OPS], "why": why}
