@@ -1,8 +1,9 @@
-"""Weight-only ONNX and dynamic-range TFLite files: edge's form against the form the quantizers write as is.
+"""Weight-only and dynamic-range integer files: edge's form against the form the quantizers write as is.
 
     .venv/bin/python benchmarks/weight_only_dynamic.py [--models ghostnet-1.0x ...] [--sessions 5] [--runs 40]
 
-Why it exists: two integer files that should cost nothing at run time were slower than fp32 on the host.
+Why it exists: three integer files that should cost little or nothing at run time were far slower than fp32 on
+the host.
 
 * **ONNX int8w** (weights stored int8, float compute): behind a DequantizeLinear, which ORT keeps for its QDQ
   fusions, the weights were dequantized on every inference. edge now stores them behind Cast + Mul by the scales,
@@ -128,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
                        "edge": path["tflite-int8dyn"]},
         }
         broken = load_error(files["tflite"]["tool"])
-        if broken:  # EfficientFormerV2: the recipe's constant-weight BATCH_MATMUL (docs/quantization.md)
+        if broken:  # the attention networks: the recipe's constant-weight BATCH_MATMUL (docs/quantization.md)
             del files["tflite"]["tool"]
         parts = {k: xnnpack_partitions(p) for k, p in files["tflite"].items() if k != "fp32"}
         timed = time_artifacts(files, _image(name, 224), args.runs, warmup=5, sessions=args.sessions)
