@@ -17,6 +17,7 @@ import argparse
 import statistics
 import sys
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -24,6 +25,11 @@ sys.path.insert(0, str(ROOT))
 from bench_fast_artifacts import THREADS, _image, _paired, export_edge, machine, time_artifacts  # noqa: E402
 
 MODELS = ("ghostnet-1.0x", "mobilenetv3-large-1.0", "efficientformerv2-s0", "mobileformer-294m")
+
+
+def ratio(slow: dict[str, Any], fast: dict[str, Any]) -> float:
+    """Median of the per-session slow / fast ratios (files timed in the same sessions)."""
+    return statistics.median(_paired(slow, fast) or [slow["median"] / fast["median"]])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -45,7 +51,6 @@ def main(argv: list[str] | None = None) -> int:
                                sessions=args.sessions)
         for t in THREADS:
             xnn, builtin = timed[f"tflite/{t}"], timed[f"tflite-builtin/{t}"]
-            ratio = lambda slow, fast: statistics.median(_paired(slow, fast) or [slow["median"] / fast["median"]])  # noqa: E731
             print(f"| {name} | {t} | {xnn['fp32']['median']:.2f} | {xnn['int8']['median']:.2f} | "
                   f"{builtin['fp32']['median']:.2f} | {builtin['int8']['median']:.2f} | "
                   f"{ratio(xnn['fp32'], xnn['int8']):.2f}x | {ratio(builtin['fp32'], builtin['int8']):.2f}x | "
