@@ -7,7 +7,13 @@ sessions (XNNPACK, 1 thread) per model, in turn unpinned and pinned to one core 
 interleaved, and reports for each setting the spread of the session medians ((max - min) / median) against the
 spread inside a session (p90 / p10 of its runs). Session medians that differ far more than runs inside a session
 do mean that a fresh session lands at a different speed; pinning tests whether core placement is the cause.
-It imports only numpy and ai-edge-litert, so it runs on any machine the artifacts are copied to.
+It imports only numpy and ai-edge-litert (``--trial-seconds`` also edge's statistics), so it runs on any machine the
+artifacts are copied to.
+
+``--trial-seconds S [S ...]`` asks whether longer trials would help edge-bench's CI: ``--sessions`` rounds, each
+opening one fresh session per length S (interleaved) that runs until at least ``--runs`` runs and S seconds; per
+S, the trial medians and the 95% bootstrap CI of their median as edge-bench computes it (``edge.devices.stats``),
+as +-% of the median. A trial long enough to average over the machine's levels would narrow it.
 
 ``--series SECONDS`` asks the question the other way round: one session only, timed for that long, its median
 reported per second. Levels that switch inside one session belong to the machine (its other tenants, its clock),
@@ -33,6 +39,37 @@ def session(path: str, runs: int, warmup: int) -> tuple[float, float]:
     """Median ms of one fresh session, and its p90/p10 ratio."""
     ts_ms = np.asarray(bare_times(path, runs, warmup))
     return float(np.median(ts_ms)), float(np.percentile(ts_ms, 90) / np.percentile(ts_ms, 10))
+
+
+def long_session(path: str, runs: int, warmup: int, seconds: float) -> list[float]:
+    """Every timed invoke (ms) of one fresh session run for at least ``runs`` runs and ``seconds``."""
+    from bench_harness import bare_loop, fresh_interpreter
+
+    it = fresh_interpreter(path)
+    for _ in range(warmup):
+        it.invoke()
+    end = time.perf_counter() + seconds
+    ts = bare_loop(it, runs)
+    while time.perf_counter() < end:
+        ts += bare_loop(it, runs)
+    return ts
+
+
+def trial_lengths(path: str, lengths: list[float], sessions: int, runs: int, warmup: int) -> dict[str, object]:
+    """Per trial length: the trial medians and edge-bench's CI of their median (+-% of it)."""
+    from edge.devices.stats import bootstrap_median_ci
+
+    trials: dict[float, list[list[float]]] = {s: [] for s in lengths}
+    for _ in range(sessions):
+        for s in lengths:  # interleaved, so the machine's levels hit every length alike
+            trials[s].append(long_session(path, runs, warmup, s))
+    out = {}
+    for s, ts in trials.items():
+        med, lo, hi = bootstrap_median_ci(ts)
+        out[str(s)] = {"trial_medians_ms": [round(float(np.median(t)), 3) for t in ts],
+                       "runs_per_trial": int(np.median([len(t) for t in ts])),
+                       "ci_pct": round(100 * (hi - lo) / 2 / med, 2)}
+    return out
 
 
 def series(path: str, seconds: float, warmup: int) -> dict[str, object]:
@@ -69,7 +106,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", help="write the results here")
     ap.add_argument("--series", type=float, default=None, metavar="SECONDS",
                     help="time one session for this long instead, per-second medians")
+    ap.add_argument("--trial-seconds", type=float, nargs="+", default=None, metavar="S",
+                    help="trials at least this long instead: does edge-bench's CI narrow with trial length?")
     args = ap.parse_args(argv)
+    if args.trial_seconds:
+        out = {}
+        for path in args.models:
+            out[path] = r = trial_lengths(path, args.trial_seconds, args.sessions, args.runs, args.warmup)
+            for s, row in r.items():
+                ms = row["trial_medians_ms"]
+                print(f"{Path(path).parent.name or path}: trials of >= {s} s ({row['runs_per_trial']} runs): medians "
+                      f"{min(ms):.2f}-{max(ms):.2f} ms, CI of their median +-{row['ci_pct']}%", flush=True)
+        if args.json:
+            Path(args.json).write_text(json.dumps({"mode": "trial_seconds", "results": out}, indent=1))
+        return 0
     if args.series is not None:
         out = {}
         for path in args.models:
