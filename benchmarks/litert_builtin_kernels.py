@@ -14,22 +14,15 @@ the ratio columns medians of the per-session ratios. Uses the files ``bench_fast
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 from pathlib import Path
-from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench_fast_artifacts import THREADS, _image, _paired, export_edge, machine, time_artifacts  # noqa: E402
+from bench_fast_artifacts import THREADS, _image, _speedup, export_edge, machine, time_artifacts  # noqa: E402
 
 MODELS = ("ghostnet-1.0x", "mobilenetv3-large-1.0", "efficientformerv2-s0", "mobileformer-294m")
-
-
-def ratio(slow: dict[str, Any], fast: dict[str, Any]) -> float:
-    """Median of the per-session slow / fast ratios (files timed in the same sessions)."""
-    return statistics.median(_paired(slow, fast) or [slow["median"] / fast["median"]])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -53,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
             xnn, builtin = timed[f"tflite/{t}"], timed[f"tflite-builtin/{t}"]
             print(f"| {name} | {t} | {xnn['fp32']['median']:.2f} | {xnn['int8']['median']:.2f} | "
                   f"{builtin['fp32']['median']:.2f} | {builtin['int8']['median']:.2f} | "
-                  f"{ratio(xnn['fp32'], xnn['int8']):.2f}x | {ratio(builtin['fp32'], builtin['int8']):.2f}x | "
+                  f"{_speedup(xnn['fp32'], xnn['int8']):.2f}x | {_speedup(builtin['fp32'], builtin['int8']):.2f}x | "
                   f"{builtin['int8']['median'] / xnn['int8']['median']:.2f}x |", flush=True)
     return 0
 

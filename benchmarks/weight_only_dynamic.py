@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import statistics
 import sys
 from pathlib import Path
 from typing import Any
@@ -37,6 +36,7 @@ from bench_fast_artifacts import (  # noqa: E402
     THREADS,
     _image,
     _paired,
+    _speedup,
     export_edge,
     machine,
     time_artifacts,
@@ -93,8 +93,9 @@ def load_error(path: Path) -> str | None:
 
 
 def cell(stats: dict[str, Any], fp32: dict[str, Any]) -> str:
-    ratios = _paired(fp32, stats) or [fp32["median"] / stats["median"]]
-    return f"{stats['median']:.2f} ({statistics.median(ratios):.2f}x, {min(ratios):.2f}-{max(ratios):.2f})"
+    speedup = _speedup(fp32, stats)
+    ratios = _paired(fp32, stats) or [speedup]
+    return f"{stats['median']:.2f} ({speedup:.2f}x, {min(ratios):.2f}-{max(ratios):.2f})"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -206,7 +206,7 @@ class HeadProjection(torch.nn.Module):
 DEQUANTIZED_INT8 = "int8 constant behind DEQUANTIZE"
 
 
-def matmul_operands(path: Path, op_name: str = "BATCH_MATMUL") -> list[tuple[str, str]]:
+def operand_kinds(path: Path, op_name: str = "BATCH_MATMUL") -> list[tuple[str, str]]:
     """(left, right) operand of each ``op_name`` in a .tflite file (a conv's: input, weights): "float" (computed in
     float, or an activation dequantized in front of the op), "int8" (an int8 activation), "int8 constant" (read by
     the op itself) or ``DEQUANTIZED_INT8`` (stored int8, computed in float)."""

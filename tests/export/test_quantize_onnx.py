@@ -112,7 +112,6 @@ def test_int8_manifest_record(int8) -> None:
 
 def test_per_layer_sqnr_matches_a_direct_measurement(int8, fp32) -> None:
     """The reported SQNR of the logits row equals 10·log10(Σf²/Σ(q-f)²) measured here on the same images."""
-
     ctx, path = int8
     rows = ctx.extras["quantization"]["fidelity"]["layers"]["all"]
     row = next(r for r in rows if r["tensor"] == "logits")
@@ -216,7 +215,6 @@ def test_pipeline_int8_end_to_end_and_bad_calibration_leaves_nothing(net, tmp_pa
 
 def test_eval_through_int8_quantization(net, shared, fp32, tmp_path_factory) -> None:
     """--eval: the manifest's top-1 equals top-1 computed here with ONNX Runtime on the shipped artifact."""
-
     root = tmp_path_factory.mktemp("imagefolder")
     mapping = image_folder(net, root)
     with pytest.warns(UserWarning, match="skipped 1"):
@@ -269,7 +267,6 @@ class ExpandingDepthwise(torch.nn.Module):
 
 def _ort_outputs(path: Path, shared: dict) -> np.ndarray:
     """The ONNX file's outputs in ONNX Runtime for the test inputs, one sample per run."""
-
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     return np.concatenate([sess.run(None, {sess.get_inputs()[0].name: x[None]})[0] for x in shared["inputs"].numpy()])
 

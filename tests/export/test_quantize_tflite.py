@@ -25,7 +25,7 @@ from tests.export.quantize_nets import (
     calibrated_tiny,
     gate,
     make_ctx,
-    matmul_operands,
+    operand_kinds,
     shared_for,
 )
 
@@ -254,7 +254,7 @@ def test_constant_operand_batched_matmul_computes_in_float_and_runs(tmp_path, pr
     default = ctx.extras["quantization"]["kept_float_by_default"]
     assert default["op_types"] == {"BATCH_MATMUL": 1} and "matmul" in default["why"].lower()
     assert default["int8_weights"] == ["BATCH_MATMUL"]
-    (operands,) = matmul_operands(path)
+    (operands,) = operand_kinds(path)
     assert operands[0] == DEQUANTIZED_INT8, operands  # the constant (h, h) mixer: int8 in the file
     report = gate(ctx, path)  # runs the artifact in LiteRT (batch_matmul.cc raised before the fix)
     assert report["passed"], report["failures"]
@@ -274,7 +274,7 @@ def test_constant_right_operand_matmuls_compute_in_int8_where_the_mode_does(tmp_
     path = quantize(ctx)
     hybrid = precision in ("int8", "int8dyn")
     assert ctx.extras["graph_rewrites"].get("hybrid_constant_matmuls", 0) == (2 if hybrid else 0)
-    projections = [right for _, right in matmul_operands(path)][:2]  # stored int8 in every mode
+    projections = [right for _, right in operand_kinds(path)][:2]  # stored int8 in every mode
     assert projections == ["int8 constant" if hybrid else DEQUANTIZED_INT8] * 2, projections
     why = (ctx.extras["quantization"]["kept_float_by_default"] or {}).get("why", "")  # int8w: none kept float
     assert ("hybrid int8" in why) == hybrid, why
@@ -352,8 +352,8 @@ def test_dynamic_range_int8_keeps_depthwise_convs_float_so_xnnpack_takes_the_who
     fp32 = TARGETS["tflite"].convert(make_ctx(net, "tflite", "fp32", tmp_path / "fp32", shared, channels_last=True))
     ctx = make_ctx(net, "tflite", "int8dyn", tmp_path / "int8dyn", shared, float_artifact=fp32, channels_last=True)
     path = quantize(ctx)
-    assert matmul_operands(path, "DEPTHWISE_CONV_2D") == [("float", DEQUANTIZED_INT8)]
-    assert {w for _, w in matmul_operands(path, "CONV_2D")} == {"int8 constant"}
+    assert operand_kinds(path, "DEPTHWISE_CONV_2D") == [("float", DEQUANTIZED_INT8)]
+    assert {w for _, w in operand_kinds(path, "CONV_2D")} == {"int8 constant"}
     default = ctx.extras["quantization"]["kept_float_by_default"]
     assert default["op_types"] == {"DEPTHWISE_CONV_2D": 1} and "depthwise" in default["why"]
     assert default["int8_weights"] == ["DEPTHWISE_CONV_2D"]

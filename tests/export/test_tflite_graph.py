@@ -27,7 +27,7 @@ from edge.export.tflite_graph import (
     rewrite_in_place,
     share_repeated_vectors,
 )
-from tests.export.quantize_nets import DEQUANTIZED_INT8, matmul_operands
+from tests.export.quantize_nets import DEQUANTIZED_INT8, operand_kinds
 
 
 class KeyAttention(torch.nn.Module):
@@ -379,7 +379,7 @@ def head_projection(tmp_path_factory) -> tuple[Path, Path, dict[str, int], np.nd
 def test_constant_right_operands_are_read_int8(head_projection) -> None:
     before, after, counts, _, _ = head_projection
     assert counts == {"hybrid_constant_matmuls": 2}
-    b, a = Counter(matmul_operands(before)), Counter(matmul_operands(after))
+    b, a = Counter(operand_kinds(before)), Counter(operand_kinds(after))
     assert b[("float", DEQUANTIZED_INT8)] == 2  # the per-head projections, as the quantizer leaves them
     assert a[("float", DEQUANTIZED_INT8)] == 0 and a[("float", "int8 constant")] == 2
     # the talking-heads matrix is a constant LEFT operand (LiteRT has no float-right hybrid) and stays dequantized

@@ -360,8 +360,8 @@ def quantize_file(precision: str, pre: Path, out: Path, calib: CalibrationSet | 
                   int8_format: str = DEFAULT_INT8_FORMAT, counts: dict[str, int] | None = None,
                   weights_only: Sequence[str] = ()) -> Path:
     """Quantize a pre-processed float model file into ``out`` (single file, no external data); the edits made after
-    quantizing are counted into ``counts``. int8dyn: the ``weights_only`` nodes (also in ``exclude``) compute in
-    float from int8-stored weights."""
+    quantizing are counted into ``counts``. int8dyn: the ``weights_only`` nodes compute in float from int8-stored
+    weights."""
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_dynamic, quantize_static
 
@@ -374,7 +374,8 @@ def quantize_file(precision: str, pre: Path, out: Path, calib: CalibrationSet | 
     if precision == "int8dyn":
         # reduce_range for the same x86 u8 x s8 saturation as int8: measured 17 -> 33 dB on the test network
         quantize_dynamic(str(pre), str(out), per_channel=True, reduce_range=True, weight_type=QuantType.QInt8,
-                         nodes_to_exclude=exclude, extra_options={"MatMulConstBOnly": True})
+                         nodes_to_exclude=list(dict.fromkeys([*exclude, *weights_only])),
+                         extra_options={"MatMulConstBOnly": True})
         batched = [n for n in exclude if n in set(batched_weight_matmuls(onnx.load(str(pre))))]
         if batched or weights_only:
             model = onnx.load(str(out))
@@ -541,7 +542,7 @@ def weight_only(model: onnx.ModelProto, exclude: Sequence[str] = (), only: Seque
     """Store every Conv/Gemm/MatMul constant weight as int8 per output channel behind a DequantizeLinear, or with
     ``dequantize=False`` behind Cast + Mul by the scale (the same float weights).
 
-    The DequantizeLinear output keeps the weight's original name, so consumers are untouched. Symmetric: zero
+    The DequantizeLinear (or Mul) output keeps the weight's original name, so consumers are untouched. Symmetric: zero
     point 0, scale = max|w| / 127 per channel. ORT keeps a DequantizeLinear for its QDQ fusions and so runs it on
     every inference when no fusion takes it (weight-only: GhostNet 2.2x fp32's time); Cast and Mul of constants
     it folds into float weights when the session loads, which is what a weight-only file wants.
