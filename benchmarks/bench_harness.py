@@ -1,7 +1,7 @@
 """How precise and how cheap is edge-bench's host measurement? Writes docs/harness-bench.md.
 
 For each zoo model's fp32 TFLite (LiteRT + XNNPACK, 1 thread, the harness's default settings:
-50 runs, 10 warm-up, trials auto (10-30, until the CI is within 2%), big cores):
+at least 50 runs and 1 s per trial, 10 warm-up, trials auto (10-30, until the CI is within 2%), big cores):
 
 - precision: the 95% bootstrap CI half-width of the median, divided by the median (goal <= 2%);
 - overhead: the harness's median per inference against a bare ``interpreter.invoke()`` loop on the same
@@ -32,6 +32,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from edge.devices.base import DEFAULT_MIN_SECONDS  # noqa: E402
 from edge.devices.bench import AUTO_MAX_TRIALS, AUTO_MIN_TRIALS, TARGET_CI_PCT  # noqa: E402
 
 
@@ -59,17 +60,22 @@ def tflite_for(name: str, cache: Path, use_export: bool) -> Path:
     return f
 
 
-def bare_trial(model: str, runs: int, warmup: int) -> float:
+def bare_trial(model: str, runs: int, warmup: int, seconds: float = 0.0) -> float:
     """The simplest honest loop: fresh interpreter, fixed input, time each invoke, median (ms)."""
-    return float(np.median(bare_times(model, runs, warmup)))
+    return float(np.median(bare_times(model, runs, warmup, seconds)))
 
 
-def bare_times(model: str, runs: int, warmup: int) -> list[float]:
-    """Every timed invoke (ms) of one fresh interpreter session, 1 thread, fixed input."""
+def bare_times(model: str, runs: int, warmup: int, seconds: float = 0.0) -> list[float]:
+    """Every timed invoke (ms) of one fresh interpreter session, 1 thread, fixed input: at least ``runs`` runs
+    and, in blocks of ``runs``, at least ``seconds``."""
     it = fresh_interpreter(model)
     for _ in range(warmup):
         it.invoke()
-    return bare_loop(it, runs)
+    end = time.perf_counter() + seconds
+    ts = bare_loop(it, runs)
+    while time.perf_counter() < end:
+        ts += bare_loop(it, runs)
+    return ts
 
 
 def fresh_interpreter(model: str):
@@ -142,7 +148,7 @@ def measure(name: str, path: Path, out: Path, runs: int, warmup: int, trials: in
         rep = bench(art, "host", runs=runs, warmup=warmup, trials=1, out=out / f"{name}-t{k}",
                     progress=Progress(quiet=True))
         harness.append(rep.summaries[0]["trial_medians_ms"][0])
-        bare.append(bare_trial(str(art.path), runs, warmup))
+        bare.append(bare_trial(str(art.path), runs, warmup, DEFAULT_MIN_SECONDS))  # as long as the harness's
     # the precision number comes from one ordinary harness run with every default
     t0 = time.perf_counter()
     rep = bench(art, "host", out=out / f"{name}-defaults", progress=Progress(quiet=True))
@@ -223,8 +229,9 @@ def write_report(path: Path, rows: list[dict], failed: list, cost_ns: float, ver
         "# edge-bench harness: precision and overhead on the host",
         "",
         "Written by `benchmarks/bench_harness.py` (do not edit by hand). Each zoo model's fp32 TFLite, LiteRT with",
-        "XNNPACK, 1 thread, the harness's default settings (50 runs after 10 warm-up, `--trials auto`,",
-        "`--cores big`).",
+        "XNNPACK, 1 thread, the harness's default settings (at least 50 runs and "
+        f"{DEFAULT_MIN_SECONDS:g} s per trial after 10 warm-up,",
+        "`--trials auto`, `--cores big`).",
         "",
         "- **CI ±%**: half-width of the 95% bootstrap CI of the median (resampling trials, then runs inside each",
         "  trial), divided by the median. Goal: at most 2%. `--trials auto` adds trials until it is within "
@@ -289,20 +296,22 @@ def write_report(path: Path, rows: list[dict], failed: list, cost_ns: float, ver
         spread = max(r["session_spread_pct"] for r in rows)
         lines += ["", "Where a goal is missed on this otherwise idle machine, the spread is between sessions: the",
                   "**session spread** column is (max - min) / median of the 10 fresh-interpreter medians taken for",
-                  f"the overhead columns (up to {spread:.0f}% here) for the same file and input. Each session's own",
-                  "runs agree closely (p10 near the median) over the second or so a trial lasts, but the speed level",
-                  "is the machine's, not the session's: timed for a minute, one session switches between two levels",
+                  f"the overhead columns (up to {spread:.0f}% here) for the same file and input. Each trial lasts at",
+                  f"least {DEFAULT_MIN_SECONDS:g} s, so speed swings shorter than that average out inside it",
+                  "(`benchmarks/results/trial_length.md`), but the speed level is the machine's, not the session's,",
+                  "and it also holds for many seconds: timed for a minute, one session switches between levels",
                   "10-13 times (`benchmarks/session_spread.py --series 60`: GhostNet 5.1-9.2 ms, EfficientFormerV2-S0",
-                  "9.7-15.6 ms per second, 22-35% of seconds slow, on the 2-core Xeon VM of 2026-11-26), so no",
-                  "choice of session removes it. The harness counts this on purpose (each trial is a",
-                  "fresh session, as an app launch is), so its CI narrows only as 1/sqrt(trials), and only while",
-                  "the slow level stays well under half of the trials: `--trials auto` then reaches "
-                  f"{TARGET_CI_PCT:g}% within its",
-                  f"{AUTO_MAX_TRIALS} trials, otherwise it stops at {AUTO_MAX_TRIALS} and says so. The overhead "
-                  "column compares fresh sessions",
-                  "and inherits what is left of that spread after pairing. The loop cost, the overhead the",
-                  "harness adds by construction, stays far below 0.1%. An idle 16-core Xeon shows the same session",
-                  "levels, pinned or not: [harness-bench-other-cpu.md](harness-bench-other-cpu.md)."]
+                  "9.7-15.6 ms per second, 22-35% of seconds slow, on the 2-core Xeon VM of 2026-11-26), and over",
+                  "minutes the mixture drifts (100 one-second trials of GhostNet: medians 5.5-13.4 ms,",
+                  "`benchmarks/results/max_trials.md`). The harness counts this on purpose (each trial is a",
+                  "fresh session, as an app launch is), so its CI narrows only while the slow level stays a steady",
+                  "minority of the trials: `--trials auto` then reaches "
+                  f"{TARGET_CI_PCT:g}% within its {AUTO_MAX_TRIALS} trials, otherwise it stops at {AUTO_MAX_TRIALS}",
+                  "and says so; going on to 100 trials reached the target in 1 of 6 runs (max_trials.md). The",
+                  "overhead column compares fresh sessions and inherits what is left of that spread after pairing.",
+                  "The loop cost, the overhead the harness adds by construction, stays far below 0.1%. An idle",
+                  "16-core Xeon shows the same session levels, pinned or not:",
+                  "[harness-bench-other-cpu.md](harness-bench-other-cpu.md)."]
     write_text(path, "\n".join(lines) + "\n\n" + HOW)
 
 
@@ -317,7 +326,8 @@ def _same(v: float | None) -> str:
 HOW = """## How edge-bench measures (for reading the numbers above)
 
 - **A trial** is one fresh session (interpreter / ORT session / benchmark-binary launch): init time, the first
-  (cold) inference, `--warmup` more, then `--runs` timed inferences. Per trial: median, p10/p90, trimmed mean
+  (cold) inference, `--warmup` more, then `--runs` timed inferences, and more until `--min-seconds` have passed
+  (default 1, as benchmark_model's `--min_secs`). Per trial: median, p10/p90, trimmed mean
   of the middle 80%, min, first and init. Benchmark binaries print aggregates only (no per-run samples); their
   median is used where the build prints one, else their average (noted in the record).
 - **Across trials**: the median of the trial medians, with a 95% percentile-bootstrap CI that resamples trials

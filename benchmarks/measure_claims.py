@@ -77,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--reuse", action="store_true", help="keep exports and results already in --out")
     ap.add_argument("--runs", type=int, default=50)
     ap.add_argument("--warmup", type=int, default=10)
+    ap.add_argument("--min-seconds", type=float, default=1.0, help="each trial lasts at least this long")
     ap.add_argument("--trials", type=int, default=5)
     args = ap.parse_args(argv)
 
@@ -120,8 +121,8 @@ def main(argv: list[str] | None = None) -> int:
         progress.info(f"round {r}/{args.trials}")
         for name, target, d in list(timed):
             try:
-                bench(str(d), devices="host", threads=1, runs=args.runs, warmup=args.warmup, trials=r,
-                      resume=True, out=results, progress=progress)
+                bench(str(d), devices="host", threads=1, runs=args.runs, warmup=args.warmup,
+                      min_seconds=args.min_seconds, trials=r, resume=True, out=results, progress=progress)
             except EdgeError as e:
                 failures.append(f"bench {name} {target}: {e}")
                 progress.info(f"FAILED bench {name} {target}: {e}")
@@ -160,7 +161,8 @@ def main(argv: list[str] | None = None) -> int:
         "",
         "- **What was measured:** the fp32 export of every zoo model a latency or op-count claim names "
         f"({', '.join(models)}), as {', '.join(targets)}, timed on the host by the harness "
-        f"(1 thread, {args.trials} trials x {args.runs} runs after {args.warmup} warm-up runs). Params and MACs "
+        f"(1 thread, {args.trials} trials of at least {args.runs} runs and {args.min_seconds:g} s after {args.warmup} "
+        "warm-up runs). Params and MACs "
         "are counted from the zoo's networks. Top-1 needs an ImageNet evaluation, which nothing here has run.",
         "- **How to read it:** a host CPU result is evidence about this host only. The papers' absolute latencies "
         "on an iPhone 12 or an ARM phone stay *not measurable here*; relative claims are checked as ratios on this "

@@ -41,20 +41,6 @@ def session(path: str, runs: int, warmup: int) -> tuple[float, float]:
     return float(np.median(ts_ms)), float(np.percentile(ts_ms, 90) / np.percentile(ts_ms, 10))
 
 
-def long_session(path: str, runs: int, warmup: int, seconds: float) -> list[float]:
-    """Every timed invoke (ms) of one fresh session run for at least ``runs`` runs and ``seconds``."""
-    from bench_harness import bare_loop, fresh_interpreter
-
-    it = fresh_interpreter(path)
-    for _ in range(warmup):
-        it.invoke()
-    end = time.perf_counter() + seconds
-    ts = bare_loop(it, runs)
-    while time.perf_counter() < end:
-        ts += bare_loop(it, runs)
-    return ts
-
-
 def trial_lengths(path: str, lengths: list[float], sessions: int, runs: int, warmup: int) -> dict[str, object]:
     """Per trial length: the trial medians and edge-bench's CI of their median (+-% of it)."""
     from edge.devices.stats import bootstrap_median_ci
@@ -62,7 +48,7 @@ def trial_lengths(path: str, lengths: list[float], sessions: int, runs: int, war
     trials: dict[float, list[list[float]]] = {s: [] for s in lengths}
     for _ in range(sessions):
         for s in lengths:  # interleaved, so the machine's levels hit every length alike
-            trials[s].append(long_session(path, runs, warmup, s))
+            trials[s].append(bare_times(path, runs, warmup, s))
     out = {}
     for s, ts in trials.items():
         med, lo, hi = bootstrap_median_ci(ts)

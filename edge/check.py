@@ -45,6 +45,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from edge.devices.base import DEFAULT_MIN_SECONDS
 from edge.errors import EdgeError
 
 BASELINE_SCHEMA = "edge.check.baseline/1"
@@ -55,7 +56,7 @@ PASS, FAIL, SKIP, WARN = "pass", "fail", "skip", "warn"
 STEPS = ("export", "numerics", "size", "fidelity", "latency")
 
 _CASE_KEYS = {"model", "name", "targets", "precisions", "img_size", "max_size_mb", "min_sqnr_db", "min_top1_agree",
-              "runs", "warmup", "trials", "threads", "regression", "latency", "checkpoint", "options"}
+              "runs", "warmup", "min_seconds", "trials", "threads", "regression", "latency", "checkpoint", "options"}
 _DEFAULT_KEYS = _CASE_KEYS - {"model", "name", "targets", "precisions", "checkpoint", "options"} | {"out", "baseline"}
 
 
@@ -78,6 +79,7 @@ class Case:
     min_top1_agree: float | None = None
     runs: int = 30
     warmup: int = 5
+    min_seconds: float = DEFAULT_MIN_SECONDS
     trials: int = 3
     threads: int = 1
     regression: float = 0.10
@@ -88,7 +90,8 @@ class Case:
         return f"{self.name or self.model}/{self.target}-{self.precision}"
 
     def settings(self) -> dict[str, Any]:
-        return {"runs": self.runs, "warmup": self.warmup, "trials": self.trials, "threads": self.threads}
+        return {"runs": self.runs, "warmup": self.warmup, "min_seconds": self.min_seconds, "trials": self.trials,
+                "threads": self.threads}
 
 
 @dataclass
@@ -172,13 +175,15 @@ def config_from_dict(data: dict[str, Any], base: Path = Path("."), source: Path 
                         min_sqnr_db=_per_precision(merged.get("min_sqnr_db"), p, "min_sqnr_db", w),
                         min_top1_agree=_per_precision(merged.get("min_top1_agree"), p, "min_top1_agree", w),
                         runs=int(merged.get("runs", 30)), warmup=int(merged.get("warmup", 5)),
+                        min_seconds=float(merged.get("min_seconds", DEFAULT_MIN_SECONDS)),
                         trials=int(merged.get("trials", 3)), threads=int(merged.get("threads", 1)),
                         regression=float(merged.get("regression", 0.10)), latency=bool(merged.get("latency", True))))
                 except (TypeError, ValueError) as ex:
                     raise EdgeError(f"{w}: {ex}") from None
     for c in cases:
-        if c.trials < 1 or c.runs < 1 or c.warmup < 0 or c.threads < 1 or not 0 < c.regression < 10:
-            raise EdgeError(f"{where}: case {c.id}: runs, trials, threads must be >= 1, warmup >= 0, "
+        if (c.trials < 1 or c.runs < 1 or c.warmup < 0 or c.threads < 1 or not c.min_seconds >= 0
+                or not 0 < c.regression < 10):
+            raise EdgeError(f"{where}: case {c.id}: runs, trials, threads must be >= 1, warmup, min_seconds >= 0, "
                             "0 < regression < 10")
     ids = [c.id for c in cases]
     dup = sorted({i for i in ids if ids.count(i) > 1})
@@ -315,7 +320,7 @@ def bench_on_host(case: Case, export_dir: Path, out: Path) -> list[dict[str, Any
     from edge.devices.results import load_trials
 
     rep = bench(str(export_dir), devices="host", threads=case.threads, runs=case.runs, warmup=case.warmup,
-                trials=case.trials, out=out, progress=Progress(quiet=True))
+                min_seconds=case.min_seconds, trials=case.trials, out=out, progress=Progress(quiet=True))
     run_ids = {s.get("run_id") for s in rep.summaries}
     return [t for t in load_trials(out) if t.get("run_id") in run_ids]
 
@@ -499,7 +504,7 @@ def _latency_step(case: Case, r: CaseResult, base: dict[str, Any], measure: Meas
         return Step("latency", SKIP, "Core ML executes only on macOS; checked on Linux by the MIL interpreter only")
     assert r.export_dir is not None
     t = time.perf_counter()
-    log(f"[{case.id}] timing on the host ({case.trials} trials x {case.runs} runs)")
+    log(f"[{case.id}] timing on the host ({case.trials} trials x {case.runs} runs and {case.min_seconds:g} s)")
     try:
         r.trials = measure(case, r.export_dir)
     except EdgeError as e:

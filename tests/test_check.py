@@ -130,6 +130,7 @@ def test_config_is_validated_with_clear_errors():
                      ({"check": [{"model": "x", "targets": ["tensorrt"]}]}, "unknown target 'tensorrt'"),
                      ({"check": [{"model": "x", "precisions": ["int4"]}]}, "unknown precision 'int4'"),
                      ({"check": []}, "no \\[\\[check\\]\\] entries"),
+                     ({"check": [{"model": "x", "targets": ["onnx"], "min_seconds": -1}]}, "min_seconds >= 0"),
                      ({"check": [{"model": "x", "targets": ["onnx"]}, {"model": "x", "targets": ["onnx"]}]},
                       "listed twice")):
         with pytest.raises(EdgeError, match=msg):
@@ -265,7 +266,7 @@ def broken():
 
 def _config(tmp_path: Path, max_size_mb: float, broken: bool = False) -> Path:
     cfg = tmp_path / "edge-check.toml"
-    text = (f'[defaults]\nout = "out"\nruns = 15\nwarmup = 3\ntrials = 3\n\n'
+    text = (f'[defaults]\nout = "out"\nruns = 15\nwarmup = 3\nmin_seconds = 0.2\ntrials = 3\n\n'
             f'[[check]]\nmodel = "tiny.py:tiny"\nname = "tiny"\ntargets = ["onnx"]\nimg_size = 64\n'
             f'max_size_mb = {max_size_mb}\n')
     if broken:
@@ -283,7 +284,8 @@ def test_gate_end_to_end(tmp_path, monkeypatch, capsys):
     assert rc == 0, capsys.readouterr().err
     root = ET.parse(junit).getroot()
     assert root.get("failures") == "0"
-    assert json.loads(base.read_text())["cases"]["tiny/onnx-fp32"]["median_ms"] > 0
+    recorded_case = json.loads(base.read_text())["cases"]["tiny/onnx-fp32"]
+    assert recorded_case["median_ms"] > 0 and recorded_case["settings"]["min_seconds"] == 0.2
     assert md.read_text().startswith("### edge check: ✅ all 1 case(s) passed")
     recorded = base.read_text()
 

@@ -32,6 +32,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--binary", help="benchmark binary to push (local path) or device:/path already there")
     g.add_argument("--runs", type=int, default=50, help="timed inferences per trial (default 50)")
     g.add_argument("--warmup", type=int, default=10, help="warm-up inferences per trial (default 10)")
+    g.add_argument("--min-seconds", type=float, metavar="S",
+                   help="each trial times at least --runs inferences and at least S seconds, as benchmark_model's "
+                        "--min_secs (default 1; 0: exactly --runs)")
     g.add_argument("--trials", default="auto", metavar="N|auto",
                    help="trials, each a fresh session; auto (default): at least 10, until the 95%% CI is within "
                         "--target-ci, at most --max-trials")
@@ -76,14 +79,15 @@ def run(args: argparse.Namespace) -> int:
     from edge.devices import bench, format_table
 
     paths = [_resolve(a, args) for a in args.artifacts]
-    auto = {k: v for k, v in (("target_ci", args.target_ci), ("max_trials", args.max_trials)) if v is not None}
+    given = {k: v for k, v in (("target_ci", args.target_ci), ("max_trials", args.max_trials),
+                               ("min_seconds", args.min_seconds)) if v is not None}
     progress = Progress(quiet=args.quiet)
     report = bench(paths, args.device or ["host"], runtime=args.runtime, delegate=args.delegate, threads=args.threads,
                    runs=args.runs, warmup=args.warmup, cores=args.cores, op_profile=args.op_profile,
                    binary=args.binary, trials=args.trials, cooldown=args.cooldown, max_temp=args.max_temp,
                    poll=args.poll, cooldown_timeout=args.cooldown_timeout, out=args.out, resume=args.resume,
                    require_full_delegation=args.require_full_delegation, profiles_dir=args.profiles, adb=args.adb,
-                   adb_server=args.adb_server, progress=progress, check=False, **auto)
+                   adb_server=args.adb_server, progress=progress, check=False, **given)
     table_to = sys.stderr if args.json == "-" else sys.stdout  # keep stdout pure JSON for pipes
     if report.summaries:
         print(format_table(report.summaries), file=table_to)

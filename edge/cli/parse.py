@@ -46,7 +46,7 @@ def parse_files(files: list[str], fmt: str | None) -> int:
             "model": None, "target": "onnx" if parsed["runtime"] == "onnxruntime_perf_test" else "tflite",
             "precision": None, "device": {"id": "manual", "kind": "manual", "name": None, "fingerprint": None},
             "runtime": parsed["runtime"], "delegate": (parsed["delegate_coverage"] or {}).get("delegate"),
-            "threads": None, "cores": None, "runs": parsed["runs"], "warmup": None,
+            "threads": None, "cores": None, "runs": parsed["runs"], "warmup": None, "min_seconds": None,
             "latency_ms": parsed["latency_ms"], "samples_ms": parsed["samples_ms"],
             "peak_memory_mb": parsed["peak_memory_mb"], "memory_mb": parsed["memory_mb"] or None,
             "delegate_coverage": parsed["delegate_coverage"], "temperature_c": None, "max_freq_khz": None,

@@ -94,6 +94,13 @@ def _from_manifest(d: Path) -> Artifact:
 
 
 # ------------------------------------------------------------------------------------------- measurements
+# Each trial times at least `runs` inferences and at least this many seconds, as benchmark_model's default
+# --min_secs=1. A device whose speed switches between levels for a second or so at a time (this project's 2-core
+# VM) puts a 50-run trial of a 5 ms network (a quarter second) wholly on one level or the other, while a 1-second
+# trial's median follows the usual level (benchmarks/results/trial_length.md).
+DEFAULT_MIN_SECONDS = 1.0
+
+
 @dataclass
 class BenchSpec:
     """How to run: the same options on every device."""
@@ -103,6 +110,7 @@ class BenchSpec:
     threads: int = 1
     runs: int = 50
     warmup: int = 10
+    min_seconds: float = DEFAULT_MIN_SECONDS
     cores: str | None = "big"
     op_profile: bool = False
     binary: str | None = None  # a benchmark binary: local path or device:/path
@@ -505,7 +513,7 @@ class RemoteDevice(Device):
         if kind in ("benchmark_model", "benchmark_litert_model"):
             model_flag = "--graph=" if kind == "benchmark_model" else "--model="
             argv = [p["binary"], model_flag + p["model"], f"--num_threads={spec.threads}",
-                    f"--warmup_runs={spec.warmup}", f"--num_runs={spec.runs}", "--min_secs=0",
+                    f"--warmup_runs={spec.warmup}", f"--num_runs={spec.runs}", f"--min_secs={spec.min_seconds:g}",
                     "--warmup_min_secs=0"]
             argv += TFLITE_DELEGATE_FLAGS[kind].get(delegate) or _bad_delegate(kind, delegate)
             if kind == "benchmark_model":
@@ -567,6 +575,9 @@ class RemoteDevice(Device):
                 m.latency_ms[extra] = parsed["latency_ms"][extra]
         if p["pin"] is None and spec.cores not in (None, "all", "none"):
             m.notes.append(f"--cores {spec.cores}: {p['pin_note']}")
+        if p["kind"] == "onnxruntime_perf_test" and spec.min_seconds > 0:
+            m.notes.append(f"onnxruntime_perf_test takes a run count or a duration, not both: it ran {spec.runs} "
+                           f"runs without the {spec.min_seconds:g} s minimum")
         if prof:
             self._pull_profile(prof, m)
         return m

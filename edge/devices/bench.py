@@ -22,7 +22,7 @@ from typing import Any
 from edge._io import write_bytes, write_text
 from edge._progress import Progress
 from edge.devices import results
-from edge.devices.base import Artifact, BenchSpec, Device, load_artifacts
+from edge.devices.base import DEFAULT_MIN_SECONDS, Artifact, BenchSpec, Device, load_artifacts
 from edge.devices.profiles import Profile, parse_cores_option, parse_spec
 from edge.errors import DeviceError, EdgeError
 
@@ -30,7 +30,9 @@ AUTO = "auto"
 # --trials auto: the least and most trials, and the CI half-width (% of the median) that ends a run early.
 # As BenchmarkDotNet's default (2% relative error, 15-100 iterations), it measures until the interval is
 # tight rather than for a fixed count. At least 10, so a device whose speed switches between levels (this
-# project's 2-core VM: about a third of its seconds slow) is unlikely to show only one level before it stops.
+# project's 2-core VM: about a third of its seconds slow) is unlikely to show only one level before it stops. At
+# most 30: on that VM, going on to 100 reached the 2% target in 1 of 6 runs (at trial 42) and left the others at
+# 2.5-12% after minutes more each, as its speed drifted (benchmarks/results/max_trials.md).
 AUTO_MIN_TRIALS = 10
 AUTO_MAX_TRIALS = 30
 TARGET_CI_PCT = 2.0
@@ -66,7 +68,8 @@ def open_device(spec: str | Profile, *, adb: str | None = None, adb_server: str 
 def bench(artifacts: str | Path | Artifact | list[str | Path | Artifact],
           devices: str | Device | list[str | Device] = "host", *, runtime: str | None = None,
           delegate: str | None = None, threads: int = 1, runs: int = 50,
-          warmup: int = 10, cores: str | None = None, op_profile: bool = False, binary: str | None = None,
+          warmup: int = 10, min_seconds: float = DEFAULT_MIN_SECONDS, cores: str | None = None,
+          op_profile: bool = False, binary: str | None = None,
           trials: int | str = AUTO, target_ci: float = TARGET_CI_PCT, max_trials: int = AUTO_MAX_TRIALS,
           cooldown: float | None = None, max_temp: float | None = None,
           poll: float | None = None, cooldown_timeout: float | None = None, out: str | Path = "bench-results",
@@ -76,8 +79,9 @@ def bench(artifacts: str | Path | Artifact | list[str | Path | Artifact],
     """Benchmark artifacts on devices. Returns every summary; with ``check`` raises the first device error
     (after everything measured is on disk). ``trials="auto"`` runs ``AUTO_MIN_TRIALS`` to ``max_trials``
     trials and stops once the CI half-width is at most ``target_ci`` % of the median."""
-    if runs < 1 or warmup < 0 or threads < 1:
-        raise EdgeError("--runs and --threads must be >= 1 and --warmup >= 0")
+    if runs < 1 or warmup < 0 or threads < 1 or not min_seconds >= 0:
+        raise EdgeError(f"--runs {runs} --threads {threads} --warmup {warmup} --min-seconds {min_seconds}: need "
+                        "--runs and --threads >= 1, --warmup and --min-seconds >= 0")
     plan = trial_plan(trials, target_ci, max_trials)
     cores = parse_cores_option(cores)
     arts: list[Artifact] = []
@@ -92,7 +96,7 @@ def bench(artifacts: str | Path | Artifact | list[str | Path | Artifact],
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     base = BenchSpec(runtime=runtime, delegate=delegate, threads=threads, runs=runs, warmup=warmup,
-                     cores=cores, op_profile=op_profile, binary=binary)
+                     min_seconds=float(min_seconds), cores=cores, op_profile=op_profile, binary=binary)
     for a in arts:
         if a.manifest and a.manifest.get("status") not in (None, "ok"):
             progress.info(f"warning: {a.label} failed its numerics check at export ({a.manifest.get('status')}); "
@@ -165,7 +169,7 @@ def _run_artifact(dev: Device, fingerprint: dict[str, Any], art: Artifact, spec:
         "precision": art.precision,
         "device": {**dev.describe(), "fingerprint": fingerprint},
         "runtime": dev.runtime_name, "delegate": spec.delegate_for(art.target), "threads": spec.threads,
-        "cores": spec.cores, "runs": spec.runs, "warmup": spec.warmup,
+        "cores": spec.cores, "runs": spec.runs, "warmup": spec.warmup, "min_seconds": spec.min_seconds,
     }
     key = results.identity_key(ident)
     run_id, kept = results.find_resumable(out, key) if resume else (None, [])

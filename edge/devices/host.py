@@ -117,7 +117,8 @@ class HostDevice(Device):
         prof_dir = tempfile.mkdtemp(prefix="edge-prof-") if spec.op_profile else None
         try:
             r = runner.measure(str(artifact.path), rt, spec.threads, spec.runs, spec.warmup,
-                               spec.delegate_for(artifact.target), cpus=self._pin, op_profile_dir=prof_dir)
+                               spec.delegate_for(artifact.target), cpus=self._pin, op_profile_dir=prof_dir,
+                               min_seconds=spec.min_seconds)
         except runner.RunnerError as e:
             raise EdgeError(e.message, e.hint) from None
         except (RuntimeError, ValueError) as e:

@@ -29,9 +29,10 @@ TRIALS_FILE = "trials.jsonl"
 SUMMARY_FILE = "summary.jsonl"
 
 # fields that make two trials comparable: same artifact bytes, device, runtime and settings
-IDENTITY = ("artifact_sha256", "target", "precision", "runtime", "delegate", "threads", "cores", "runs", "warmup")
+IDENTITY = ("artifact_sha256", "target", "precision", "runtime", "delegate", "threads", "cores", "runs", "warmup",
+            "min_seconds")
 SUMMARY_IDENTITY = ("run_id", "artifact", "artifact_sha256", "model", "target", "precision", "device", "runtime",
-                    "delegate", "threads", "cores", "runs", "warmup")
+                    "delegate", "threads", "cores", "runs", "warmup", "min_seconds")
 
 _lock = threading.Lock()
 

@@ -6,7 +6,8 @@ This file stands alone (standard library + numpy + the runtime it is asked for),
 imports the same ``measure`` function, so host and ssh numbers come from one timing loop.
 
     python3 runner.py --model model.tflite [--runtime litert|onnxruntime|coreml] [--threads 1]
-                      [--delegate xnnpack] [--runs 50] [--warmup 10] [--cpus 4,5,6,7] [--op-profile DIR]
+                      [--delegate xnnpack] [--runs 50] [--warmup 10] [--min-seconds 0] [--cpus 4,5,6,7]
+                      [--op-profile DIR]
 
 The last line of stdout is ``EDGE_RUNNER_JSON {...}``: per-inference times in ms, init and first-inference
 times, peak memory growth, delegate coverage and an op profile where the runtime offers one. Errors are
@@ -104,8 +105,13 @@ def _random_input(shape: list[int], dtype: Any, rng: Any) -> Any:
     return np.zeros(shape, dtype=dt)
 
 
-def _time_loop(call: Any, runs: int, warmup: int) -> tuple[list[float], float]:
-    """(ms per timed run, first-call ms). The first warm-up call is the cold one."""
+def _time_loop(call: Any, runs: int, warmup: int, min_seconds: float = 0.0) -> tuple[list[float], float]:
+    """(ms per timed run, first-call ms). The first warm-up call is the cold one.
+
+    Timed runs go on past ``runs`` until ``min_seconds`` have passed, as benchmark_model's ``--min_secs``: a
+    device whose speed swings for a second at a time then gives trial medians that do not depend on which
+    second the trial started in.
+    """
     pc = time.perf_counter_ns
     first = None
     for _ in range(warmup):
@@ -114,10 +120,18 @@ def _time_loop(call: Any, runs: int, warmup: int) -> tuple[list[float], float]:
         if first is None:
             first = (pc() - t0) / 1e6
     samples = [0.0] * runs
+    start = pc()
     for i in range(runs):
         t0 = pc()
         call()
         samples[i] = (pc() - t0) / 1e6
+    end = start + int(min_seconds * 1e9)
+    while True:  # the same two clock reads per run as above
+        t0 = pc()
+        if t0 >= end:
+            break
+        call()
+        samples.append((pc() - t0) / 1e6)
     if first is None:
         first = samples[0] if samples else 0.0
     return samples, first
@@ -157,7 +171,7 @@ def _op_counts(ops: list[dict[str, Any]]) -> dict[str, int]:
 
 
 def measure_litert(model: str, threads: int, runs: int, warmup: int, delegate: str | None,
-                   op_profile_dir: str | None = None) -> dict[str, Any]:
+                   op_profile_dir: str | None = None, min_seconds: float = 0.0) -> dict[str, Any]:
     try:
         from ai_edge_litert.interpreter import Interpreter, OpResolverType
     except ImportError:
@@ -180,7 +194,7 @@ def measure_litert(model: str, threads: int, runs: int, warmup: int, delegate: s
     rng = np.random.default_rng(0)
     for d in interp.get_input_details():
         interp.set_tensor(d["index"], _random_input(list(d["shape"]), d["dtype"], rng))
-    samples, first = _time_loop(interp.invoke, runs, warmup)
+    samples, first = _time_loop(interp.invoke, runs, warmup, min_seconds)
     coverage = _litert_coverage(interp) if delegate == "xnnpack" else None
     if coverage is not None:
         coverage["delegate"] = "TfLiteXNNPackDelegate"
@@ -234,7 +248,7 @@ def _ort_session(model: str, threads: int, delegate: str, profile_prefix: str | 
 
 
 def measure_onnxruntime(model: str, threads: int, runs: int, warmup: int, delegate: str | None,
-                        op_profile_dir: str | None = None) -> dict[str, Any]:
+                        op_profile_dir: str | None = None, min_seconds: float = 0.0) -> dict[str, Any]:
     try:
         import onnxruntime  # noqa: F401
     except ImportError:
@@ -250,7 +264,7 @@ def measure_onnxruntime(model: str, threads: int, runs: int, warmup: int, delega
                                    rng) for i in sess.get_inputs()}
     names = [o.name for o in sess.get_outputs()]
     run = sess.run
-    samples, first = _time_loop(lambda: run(names, feeds), runs, warmup)
+    samples, first = _time_loop(lambda: run(names, feeds), runs, warmup, min_seconds)
     peak = mem.growth_mb()
     op_profile = coverage = None
     if op_profile_dir:
@@ -304,7 +318,7 @@ COMPUTE_UNITS = {"coreml": "ALL", "coreml-all": "ALL", "coreml-ane": "CPU_AND_NE
 
 
 def measure_coreml(model: str, threads: int, runs: int, warmup: int, delegate: str | None,
-                   op_profile_dir: str | None = None) -> dict[str, Any]:
+                   op_profile_dir: str | None = None, min_seconds: float = 0.0) -> dict[str, Any]:
     if sys.platform != "darwin":
         raise RunnerError(f"Core ML runs only on macOS (this is {platform.system()})",
                           "bench the .mlpackage on a Mac: --device ssh://user@mac (or a Mac device profile)")
@@ -332,7 +346,7 @@ def measure_coreml(model: str, threads: int, runs: int, warmup: int, delegate: s
             arr = inp.type.multiArrayType
             dt = {65568: "float32", 65552: "float16", 131104: "int32"}.get(arr.dataType, "float32")
             feeds[inp.name] = _random_input(list(arr.shape), dt, rng)
-    samples, first = _time_loop(lambda: mlmodel.predict(feeds), runs, warmup)
+    samples, first = _time_loop(lambda: mlmodel.predict(feeds), runs, warmup, min_seconds)
     coverage, op_profile, notes = None, None, []
     if op_profile_dir:
         coverage, op_profile, note = _coreml_plan(model, unit)
@@ -381,19 +395,19 @@ def set_cpus(cpus: list[int] | None) -> Any:
 
 def measure(model: str, runtime: str | None = None, threads: int = 1, runs: int = 50, warmup: int = 10,
             delegate: str | None = None, cpus: list[int] | None = None,
-            op_profile_dir: str | None = None) -> dict[str, Any]:
+            op_profile_dir: str | None = None, min_seconds: float = 0.0) -> dict[str, Any]:
     rt = runtime_for(model, runtime)
     if rt not in MEASURE:
         raise RunnerError(f"unknown runtime {rt!r}", f"use one of: {', '.join(MEASURE)}")
-    if runs < 1 or warmup < 0 or threads < 1:
-        raise RunnerError("runs and threads must be >= 1 and warmup >= 0")
+    if runs < 1 or warmup < 0 or threads < 1 or not min_seconds >= 0:
+        raise RunnerError("runs and threads must be >= 1, warmup and min_seconds >= 0")
     before = set_cpus(cpus)
     try:
-        out = MEASURE[rt](model, threads, runs, warmup, delegate, op_profile_dir)
+        out = MEASURE[rt](model, threads, runs, warmup, delegate, op_profile_dir, min_seconds=min_seconds)
     finally:
         if before is not None:
             os.sched_setaffinity(0, before)
-    out.update({"threads": threads, "runs": runs, "warmup": warmup, "cpus": cpus})
+    out.update({"threads": threads, "runs": runs, "warmup": warmup, "min_seconds": min_seconds, "cpus": cpus})
     return out
 
 
@@ -420,6 +434,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--delegate")
     ap.add_argument("--runs", type=int, default=50)
     ap.add_argument("--warmup", type=int, default=10)
+    ap.add_argument("--min-seconds", type=float, default=0.0, help="time runs past --runs until this many seconds")
     ap.add_argument("--cpus", help="comma-separated CPU ids to pin to")
     ap.add_argument("--op-profile", metavar="DIR", help="also write a per-op profile here (where the runtime can)")
     ap.add_argument("--versions", action="store_true", help="print runtime versions and exit")
@@ -438,7 +453,7 @@ def main(argv: list[str] | None = None) -> int:
                 os.makedirs(prof, exist_ok=True)
                 for old in glob.glob(os.path.join(prof, "ort_profile*.json")):
                     os.remove(old)
-            result = measure(a.model, a.runtime, a.threads, a.runs, a.warmup, a.delegate, cpus, prof)
+            result = measure(a.model, a.runtime, a.threads, a.runs, a.warmup, a.delegate, cpus, prof, a.min_seconds)
     except RunnerError as e:
         print(MARK + json.dumps({"error": e.message, "hint": e.hint}), flush=True)
         return 2

@@ -251,7 +251,7 @@ class SshDevice(RemoteDevice):
         cpus = self.sysinfo().cpus
         pin, note = select_cpus(spec.cores, cpus)
         args = [py, RUNNER_NAME, "--model", Path(model).name, "--runtime", rt, "--threads", str(spec.threads),
-                "--runs", str(spec.runs), "--warmup", str(spec.warmup),
+                "--runs", str(spec.runs), "--warmup", str(spec.warmup), "--min-seconds", f"{spec.min_seconds:g}",
                 "--delegate", spec.delegate_for(artifact.target)]
         if pin:
             args += ["--cpus", ",".join(str(c) for c in pin)]

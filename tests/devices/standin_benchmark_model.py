@@ -40,6 +40,8 @@ def main(argv):
     threads = int(flags.get("num_threads", "1"))
     runs = int(flags.get("num_runs", "50"))
     warmup = int(flags.get("warmup_runs", "1"))
+    min_secs = float(flags.get("min_secs", "1"))  # benchmark_model's defaults: --min_secs=1, --warmup_min_secs=0.5
+    warmup_min_secs = float(flags.get("warmup_min_secs", "0.5"))
     xnnpack = flags.get("use_xnnpack", "true") != "false"
     print(f"INFO: Num threads: [{threads}]")
     start_rss = _rss_mb("VmRSS")
@@ -66,9 +68,11 @@ def main(argv):
     for d in interp.get_input_details():
         interp.set_tensor(d["index"], rng.standard_normal(d["shape"]).astype(d["dtype"]))
 
-    def timed(n):
+    def timed(n, secs):
+        """At least n runs and at least secs seconds, as benchmark_model runs."""
         out = []
-        for _ in range(n):
+        end = time.perf_counter() + secs
+        while len(out) < n or time.perf_counter() < end:
             t = time.perf_counter()
             interp.invoke()
             out.append((time.perf_counter() - t) * 1e6)
@@ -81,13 +85,13 @@ def main(argv):
                 f"avg={statistics.mean(ts):g} std={std:.0f} p5={q[0]:.0f} median={statistics.median(ts):.0f} "
                 f"p95={q[-1]:.0f}")
 
-    print(f"INFO: Running benchmark for at least {warmup} iterations and at least 0 seconds but terminate if "
-          "exceeding 150 seconds.")
-    w = timed(max(1, warmup))
+    print(f"INFO: Running benchmark for at least {warmup} iterations and at least {warmup_min_secs:g} seconds but "
+          "terminate if exceeding 150 seconds.")
+    w = timed(max(1, warmup), warmup_min_secs)
     print("INFO: " + line(w))
-    print(f"INFO: Running benchmark for at least {runs} iterations and at least 0 seconds but terminate if "
-          "exceeding 150 seconds.")
-    r = timed(runs)
+    print(f"INFO: Running benchmark for at least {runs} iterations and at least {min_secs:g} seconds but terminate "
+          "if exceeding 150 seconds.")
+    r = timed(runs, min_secs)
     print("INFO: " + line(r))
     print(f"INFO: Inference timings in us: Init: {init_us:.0f}, First inference: {w[0]:.0f}, "
           f"Warmup (avg): {statistics.mean(w):g}, Inference (avg): {statistics.mean(r):g}")

@@ -27,6 +27,7 @@ pytestmark = pytest.mark.system
 def _bench(phone, model, tmp_path, **kw):
     kw.setdefault("runs", 5)
     kw.setdefault("warmup", 1)
+    kw.setdefault("min_seconds", 0)
     kw.setdefault("trials", 2)
     kw.setdefault("out", tmp_path / "results")
     return bench(model, f"adb:{phone.serial}", **kw)
@@ -85,7 +86,7 @@ def test_emulator_kills_the_shell_process_group(adb_env, phone):
 def test_bench_on_phone(adb_env, phone, phone_bins, tiny_models, tmp_path):
     """Push model + binary, pin big cores with taskset, parse, record fingerprint, coverage and op profile."""
     rep = _bench(phone, tiny_models["tflite"], tmp_path, binary=str(phone_bins["benchmark_model"]), trials=2,
-                 op_profile=True)
+                 op_profile=True, min_seconds=0.2)
     (s,) = rep.summaries
     assert s["runtime"] == "benchmark_model" and s["trials"] == 2 and s["complete"]
     assert s["median_ms"] > 0 and s["ci95_ms"][0] <= s["median_ms"] <= s["ci95_ms"][1]
@@ -96,6 +97,8 @@ def test_bench_on_phone(adb_env, phone, phone_bins, tiny_models, tmp_path):
     assert (phone.root / "taskset.log").read_text().split() == ["f0", "f0"]
     trials = read_jsonl(tmp_path / "results" / "trials.jsonl")
     assert [t["trial"] for t in trials] == [1, 2] and trials[0]["cpu_mask"] == "f0"
+    # --min-seconds became --min_secs=0.2: the stand-in, as benchmark_model, ran past --runs 5 for 0.2 s
+    assert trials[0]["min_seconds"] == 0.2 and trials[0]["measured_runs"] > 5
     fp = trials[0]["device"]["fingerprint"]
     assert fp["model"] == "EdgeEmu 8" and fp["soc"] == "SM8550" and fp["android_version"] == "14"
     assert fp["build_fingerprint"].startswith("edge/edgeemu/") and fp["abis"][0] == "arm64-v8a"
@@ -116,11 +119,13 @@ def test_bench_on_phone(adb_env, phone, phone_bins, tiny_models, tmp_path):
 def test_onnx_on_phone_with_perf_test(adb_env, phone, phone_bins, tiny_models, tmp_path):
     """ONNX runs through onnxruntime_perf_test; its profile JSON is pulled and gives per-op times and coverage."""
     rep = _bench(phone, tiny_models["onnx"], tmp_path, binary=str(phone_bins["onnxruntime_perf_test"]), trials=1,
-                 op_profile=True)
+                 op_profile=True, min_seconds=0.5)
     (s,) = rep.summaries
     assert s["runtime"] == "onnxruntime_perf_test" and s["delegate"] == "cpu"
     t = read_jsonl(tmp_path / "results" / "trials.jsonl")[0]
     assert t["measured_runs"] == 5 and t["latency_ms"]["p90"] >= t["latency_ms"]["median"] > 0
+    # perf_test takes -r N or -t SECONDS, not both: it runs the count, and the record says the minimum was not kept
+    assert any("without the 0.5 s minimum" in n for n in t["notes"])
     assert {r["op"] for r in t["op_profile"]} >= {"Conv", "CumSum"}
     assert s["delegate_coverage"]["delegate"] == "CPUExecutionProvider"
     assert s["delegate_coverage"]["delegated"] == s["delegate_coverage"]["total"]
@@ -159,8 +164,8 @@ def test_drop_mid_run_keeps_trials_and_resumes(adb_env, phone, phone_bins, tiny_
     """The phone drops during trial 2: trial 1 stays on disk, the error says so, --resume finishes 2-3."""
     out = tmp_path / "results"
     argv = ["bench", str(tiny_models["tflite"]), "--device", f"adb:{phone.serial}", "--binary",
-            str(phone_bins["benchmark_model"]), "--runs", "3", "--warmup", "1", "--trials", "3", "--out", str(out),
-            "--quiet"]
+            str(phone_bins["benchmark_model"]), "--runs", "3", "--warmup", "1", "--min-seconds", "0", "--trials", "3",
+            "--out", str(out), "--quiet"]
     phone.emu.drop_after(1, match="--num_runs")  # count the benchmark runs only
     assert main(argv) == DeviceError.exit_code
     kept = read_jsonl(out / "trials.jsonl")
@@ -178,7 +183,8 @@ def test_drop_mid_run_keeps_trials_and_resumes(adb_env, phone, phone_bins, tiny_
 def test_drop_error_message(adb_env, phone, phone_bins, tiny_models, tmp_path, capsys):
     phone.emu.drop_after(0, match="--num_runs")
     rc = main(["bench", str(tiny_models["tflite"]), "-d", f"adb:{phone.serial}", "--binary",
-               str(phone_bins["benchmark_model"]), "--runs", "2", "--trials", "2", "--out", str(tmp_path / "r"), "-q"])
+               str(phone_bins["benchmark_model"]), "--runs", "2", "--min-seconds", "0", "--trials", "2", "--out",
+               str(tmp_path / "r"), "-q"])
     err = capsys.readouterr().err
     assert rc == 4 and "Traceback" not in err
     assert f"adb:{phone.serial} dropped the connection" in err and "0 of 2 trial(s) kept" in err
@@ -245,8 +251,8 @@ def test_two_phones_at_once_and_remote_server(adb_env, tmp_path, phone_bins, tin
     b = start_phone(adb_env, tmp_path / "b", cores=(1000000,) * 2 + (2000000,) * 2)
     try:
         monkeypatch.delenv("ANDROID_ADB_SERVER_PORT")  # only --adb-server says where the server is
-        rep = bench(tiny_models["tflite"], [f"adb:{a.serial}", f"adb:{b.serial}"], runs=3, warmup=1, trials=2,
-                    binary=str(phone_bins["benchmark_model"]), out=tmp_path / "r",
+        rep = bench(tiny_models["tflite"], [f"adb:{a.serial}", f"adb:{b.serial}"], runs=3, warmup=1,
+                    min_seconds=0, trials=2, binary=str(phone_bins["benchmark_model"]), out=tmp_path / "r",
                     adb_server=f"127.0.0.1:{adb_env.port}")
         assert sorted(s["device"]["id"] for s in rep.summaries) == sorted([f"adb:{a.serial}", f"adb:{b.serial}"])
         assert (b.root / "taskset.log").read_text().split() == ["c", "c"]  # cpu2-3 on the 2+2 phone

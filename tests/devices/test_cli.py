@@ -13,7 +13,7 @@ from edge.cli import main
 def test_bench_cli_table_and_json(tiny_models, tmp_path, capsys):
     js = tmp_path / "summary.json"
     rc = main(["bench", str(tiny_models["tflite"]), str(tiny_models["onnx"]), "--runs", "5", "--warmup", "1",
-               "--trials", "2", "--out", str(tmp_path / "r"), "--json", str(js)])
+               "--min-seconds", "0", "--trials", "2", "--out", str(tmp_path / "r"), "--json", str(js)])
     out, err = capsys.readouterr()
     assert rc == 0
     assert "median ms" in out and "95% CI" in out and "tiny.tflite" in out and "onnxruntime/cpu" in out
@@ -25,8 +25,8 @@ def test_bench_cli_table_and_json(tiny_models, tmp_path, capsys):
 
 def test_bench_cli_auto_trials_options(tiny_models, tmp_path, capsys):
     """The default is `--trials auto`; --target-ci and --max-trials reach the rule."""
-    rc = main(["bench", str(tiny_models["onnx"]), "--runs", "2", "--warmup", "0", "--target-ci", "1e-9",
-               "--max-trials", "2", "--out", str(tmp_path / "r"), "--json", "-"])
+    rc = main(["bench", str(tiny_models["onnx"]), "--runs", "2", "--warmup", "0", "--min-seconds", "0",
+               "--target-ci", "1e-9", "--max-trials", "2", "--out", str(tmp_path / "r"), "--json", "-"])
     out, err = capsys.readouterr()
     assert rc == 0
     (s,) = json.loads(out)
@@ -67,7 +67,8 @@ def test_bench_exports_first(tiny_models, tmp_path, monkeypatch, capsys):
 
     monkeypatch.setattr(edge.export, "export", fake_export)
     rc = main(["bench", "ghostnet-1.0x", "--target", "tflite", "--int8", "--export-out", str(tmp_path / "out"),
-               "--runs", "2", "--warmup", "0", "--trials", "1", "--out", str(tmp_path / "r"), "-q"])
+               "--runs", "2", "--warmup", "0", "--min-seconds", "0", "--trials", "1", "--out", str(tmp_path / "r"),
+               "-q"])
     assert rc == 0, capsys.readouterr().err
     assert calls == [("ghostnet-1.0x", "tflite", "int8", str(tmp_path / "out"))]
     t = read_jsonl(tmp_path / "r" / "trials.jsonl")[0]

@@ -30,10 +30,12 @@ def _profile(sshd, tmp_path, **kw) -> Profile:
 
 
 def test_runner_over_ssh_with_odd_names(sshd, tiny_models, tmp_path):
-    """The shipped runner is copied with sftp and times the model; names with spaces, quotes and ';' stay data."""
+    """The shipped runner is copied with sftp and times the model; names with spaces, quotes and ';' stay data.
+    --min-seconds reaches the runner: each trial goes on past --runs for 0.2 s."""
     odd = copy_model(tiny_models["tflite"], tmp_path / "local dir" / "tiny model's \"q\"; touch PWNED.tflite")
     dev = open_device(_profile(sshd, tmp_path))
-    rep = bench([odd, tiny_models["onnx"]], dev, runs=5, warmup=1, trials=1, out=tmp_path / "r", op_profile=True)
+    rep = bench([odd, tiny_models["onnx"]], dev, runs=5, warmup=1, min_seconds=0.2, trials=1, out=tmp_path / "r",
+                op_profile=True)
     by_rt = {s["runtime"]: s for s in rep.summaries}
     assert set(by_rt) == {"litert", "onnxruntime"}
     assert by_rt["litert"]["delegate_coverage"]["delegated"] == 5  # CUMSUM stays on the CPU
@@ -44,7 +46,8 @@ def test_runner_over_ssh_with_odd_names(sshd, tiny_models, tmp_path):
     assert (remote / "edge_runner.py").is_file()
     assert not list(tmp_path.rglob("PWNED"))
     trials = read_jsonl(tmp_path / "r" / "trials.jsonl")
-    assert len(trials) == 2 and all(len(t["samples_ms"]) == 5 for t in trials)
+    assert len(trials) == 2 and all(len(t["samples_ms"]) > 5 and t["min_seconds"] == 0.2 for t in trials)
+    assert all(sum(t["samples_ms"]) >= 0.8 * 200 for t in trials)  # less only the clock reads between runs
     onnx_trial = next(t for t in trials if t["runtime"] == "onnxruntime")
     assert {r["op"] for r in onnx_trial["op_profile"]} >= {"Conv", "CumSum"}
     fp = trials[0]["device"]["fingerprint"]
