@@ -97,7 +97,7 @@ def _from_manifest(d: Path) -> Artifact:
 # Each trial times at least `runs` inferences and at least this many seconds, as benchmark_model's default
 # --min_secs=1. A device whose speed switches between levels for a second or so at a time (this project's 2-core
 # VM) puts a 50-run trial of a 5 ms network (a quarter second) wholly on one level or the other, while a 1-second
-# trial's median follows the usual level (benchmarks/results/trial_length.md).
+# trial averages over such swings; phases that last many seconds remain (benchmarks/results/trial_length.md).
 DEFAULT_MIN_SECONDS = 1.0
 
 

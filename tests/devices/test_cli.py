@@ -20,7 +20,8 @@ def test_bench_cli_table_and_json(tiny_models, tmp_path, capsys):
     assert "[start] prepare tiny.tflite on host" in err and "trial 2/2" in err  # progress lines
     summaries = json.loads(js.read_text())
     assert [s["runtime"] for s in summaries] == ["litert", "onnxruntime"]
-    assert len(read_jsonl(tmp_path / "r" / "trials.jsonl")) == 4
+    trials = read_jsonl(tmp_path / "r" / "trials.jsonl")
+    assert len(trials) == 4 and all(t["min_seconds"] == 0 and len(t["samples_ms"]) == 5 for t in trials)
 
 
 def test_bench_cli_auto_trials_options(tiny_models, tmp_path, capsys):
