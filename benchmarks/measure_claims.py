@@ -26,6 +26,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from edge.devices.base import DEFAULT_MIN_SECONDS  # noqa: E402
+
 
 def needed_models() -> list[str]:
     """Zoo models whose latency or op count a host run can judge: relative latency claims (checked as ratios on
@@ -77,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--reuse", action="store_true", help="keep exports and results already in --out")
     ap.add_argument("--runs", type=int, default=50)
     ap.add_argument("--warmup", type=int, default=10)
-    ap.add_argument("--min-seconds", type=float, default=1.0, help="each trial lasts at least this long")
+    ap.add_argument("--min-seconds", type=float, default=DEFAULT_MIN_SECONDS, help="least seconds per trial")
     ap.add_argument("--trials", type=int, default=5)
     args = ap.parse_args(argv)
 
