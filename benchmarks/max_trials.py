@@ -22,19 +22,19 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from edge._io import read_jsonl, write_text  # noqa: E402
+from edge._io import write_text  # noqa: E402
 from edge.devices.bench import AUTO_MIN_TRIALS, TARGET_CI_PCT  # noqa: E402
-from edge.devices.results import TRIALS_FILE, summarize  # noqa: E402
+from edge.devices.results import TRIALS_FILE, find_resumable, identity_key, load_trials, summarize  # noqa: E402
 
 CHECKPOINTS = (10, 20, 30, 50, 75, 100)
 
 
 def newest_run(folder: Path) -> list[dict]:
-    trials = read_jsonl(folder / TRIALS_FILE)
+    """The trials of the last run in the folder, as `--resume` would find them."""
+    trials = load_trials(folder)
     if not trials:
         raise SystemExit(f"no trials in {folder / TRIALS_FILE}")
-    run_id = trials[-1]["run_id"]
-    return sorted((t for t in trials if t["run_id"] == run_id), key=lambda t: t["trial"])
+    return find_resumable(folder, identity_key(trials[-1]))[1]
 
 
 def ci_pct(trials: list[dict]) -> float:
@@ -42,8 +42,9 @@ def ci_pct(trials: list[dict]) -> float:
 
 
 def row(name: str, trials: list[dict]) -> dict:
-    curve = {k: ci_pct(trials[:k]) for k in CHECKPOINTS if k <= len(trials)}
-    stop = next((k for k in range(AUTO_MIN_TRIALS, len(trials) + 1) if ci_pct(trials[:k]) <= TARGET_CI_PCT), None)
+    cis = {k: ci_pct(trials[:k]) for k in range(AUTO_MIN_TRIALS, len(trials) + 1)}
+    curve = {k: cis[k] for k in CHECKPOINTS if k in cis}
+    stop = next((k for k, ci in cis.items() if ci <= TARGET_CI_PCT), None)
     medians = [t["latency_ms"]["median"] for t in trials]
     return {"name": name, "trials": len(trials), "curve": curve, "stop": stop, "lo": min(medians),
             "hi": max(medians), "first": trials[0]["timestamp"], "last": trials[-1]["timestamp"],

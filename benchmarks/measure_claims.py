@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--reuse", action="store_true", help="keep exports and results already in --out")
     ap.add_argument("--runs", type=int, default=50)
     ap.add_argument("--warmup", type=int, default=10)
-    ap.add_argument("--min-seconds", type=float, default=DEFAULT_MIN_SECONDS, help="least seconds per trial")
+    ap.add_argument("--min-seconds", type=float, default=DEFAULT_MIN_SECONDS, help="minimum seconds per trial")
     ap.add_argument("--trials", type=int, default=5)
     args = ap.parse_args(argv)
 
